@@ -1,0 +1,135 @@
+"""The contract every model family implements, and the helpers families share.
+
+A method only talks to this surface: encode images, tokenize, look up token embeddings, encode
+text from ids, encode text from (spliced) token embeddings, logit scale, widths, preprocessing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import torch
+from torch import nn
+
+from engine.errors import UserError
+
+WEIGHTS_ENV = "BIOMEDCOOP_WEIGHTS_DIR"
+
+
+class Backbone(nn.Module):
+    """A frozen vision-language model seen through one small interface."""
+
+    name: str = ""
+    embed_dim: int  # width of the joint image/text feature space
+    token_width: int  # width of a token embedding (= learned context vector width)
+    context_length: int
+    image_size: int = 224
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+    interpolation: str = "bicubic"
+
+    # --- images ---
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- text ---
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """Token ids padded to the context length, shape (N, context_length)."""
+        raise NotImplementedError
+
+    def real_lengths(self, ids: torch.Tensor) -> torch.Tensor:
+        """Number of real (non-padding) tokens per row, end token included."""
+        raise NotImplementedError
+
+    def trim(self, ids: torch.Tensor) -> torch.Tensor:
+        """Drop padding columns beyond the longest real prompt: same features, far less compute."""
+        return ids[:, : int(self.real_lengths(ids).max())]
+
+    def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token-embedding lookup only (no positions), shape (N, L, token_width)."""
+        raise NotImplementedError
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """The model's own text encoding of token ids (unnormalised)."""
+        raise NotImplementedError
+
+    def encode_text_embeddings(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """Encode a sequence of token embeddings; `ids` gives the mask / end-of-text positions."""
+        raise NotImplementedError
+
+    def encode_prompts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+        """Unnormalised features of plain text prompts, in trimmed batches."""
+        out = []
+        for start in range(0, len(texts), batch_size):
+            ids = self.trim(self.tokenize(texts[start : start + batch_size])).to(self.device)
+            out.append(self.encode_text(ids))
+        return torch.cat(out)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """exp(learned temperature): the multiplier of cosine similarities."""
+        raise NotImplementedError
+
+    def text_train(self, mode: bool = True) -> None:
+        """Toggle train-mode behaviour (dropout) of the text tower alone."""
+        self.text_tower.train(mode)
+
+    @property
+    def text_tower(self) -> nn.Module:
+        raise NotImplementedError
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def cache_key(self) -> str:
+        """Identifies these weights, for feature caches: name + a hash of a sample of every tensor."""
+        digest = hashlib.sha1()
+        for key, tensor in sorted(self.state_dict().items()):
+            flat = tensor.detach().reshape(-1)[:64].float().cpu()
+            digest.update(key.encode())
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(flat.numpy().tobytes())
+        return f"{self.name}-{digest.hexdigest()[:12]}"
+
+
+def weights_dir(cfg, model_name: str) -> str | None:
+    """The local folder holding `model_name`'s files: MODEL.BACKBONE.PATH, else $BIOMEDCOOP_WEIGHTS_DIR/<name>."""
+    explicit = cfg.MODEL.BACKBONE.PATH if cfg is not None else ""
+    candidates = []
+    if explicit:
+        candidates += [os.path.join(explicit, model_name), explicit]
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        candidates += [os.path.join(env, model_name), env]
+    for path in candidates:
+        if os.path.isdir(path):
+            return os.path.abspath(path)
+    if explicit:
+        raise UserError(f"MODEL.BACKBONE.PATH '{explicit}' is not a folder. Point it at the folder "
+                        f"tools/download_weights.py wrote (it contains {model_name}/).")
+    return None
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """A quick probe so an offline machine gets a clear error in seconds, not after a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def missing_weights_error(model_name: str, detail: str = "") -> UserError:
+    return UserError(
+        f"{model_name} weights are not available on this machine{': ' + detail if detail else ''}.\n"
+        f"Fix: on a machine with internet run\n"
+        f"    python tools/download_weights.py {model_name} --dir WEIGHTS\n"
+        f"copy the WEIGHTS folder here, then either export {WEIGHTS_ENV}=WEIGHTS or add "
+        f"`MODEL.BACKBONE.PATH WEIGHTS` to the train.py command. "
+        f"To try the pipeline without weights, use the offline twin Tiny{model_name}."
+    )

@@ -1,0 +1,96 @@
+"""Pieces the tiny offline twins share: a locally registered timm ViT and a toy WordPiece vocabulary.
+
+Twins are built on the real code path (open_clip classes, HF BERT, timm ViT) with random weights
+drawn from a fixed seed, so they are deterministic, need no network and build in milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import string
+import tempfile
+from contextlib import contextmanager
+
+import torch
+from timm.models import register_model
+from timm.models.vision_transformer import VisionTransformer
+
+TWIN_SEED = 0
+
+
+def _tiny_vit(patch_size: int, **kwargs) -> VisionTransformer:
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    model = VisionTransformer(img_size=224, patch_size=patch_size, embed_dim=64, depth=2, num_heads=2, **kwargs)
+    model.default_cfg = model.pretrained_cfg = {}
+    return model
+
+
+@register_model
+def vit_biomedcoop_tiny_patch32_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """A 2-layer, 64-wide ViT standing in for vit_base_patch16_224 in tests (open_clip asks timm by name)."""
+    return _tiny_vit(32, **kwargs)
+
+
+# Whole words a tiny vocabulary knows; anything else splits into letters, which is fine for a twin.
+_WORDS = (
+    "a an the of in on with and or to is are as at by for from photo image scan shows showing seen "
+    "normal tumor tumour brain mri ct x ray chest lung lungs kidney cyst stone breast benign malignant "
+    "glioma meningioma pituitary healthy knee osteoarthritis doubtful minimal moderate severe covid "
+    "opacity viral pneumonia retina retinal diabetic retinopathy glaucoma cataract oct drusen edema "
+    "macular choroidal neovascularization tissue cells immune stroma debris empty background adipose "
+    "simple complex mucosal glands epithelium colon adenocarcinoma carcinoma squamous cell polyps dyed "
+    "lifted resection margins esophagitis cecum pylorus z line ulcerative colitis keratosis actinic "
+    "basal nevus melanocytic melanoma dermatofibroma vascular lesion bright dark round irregular mass "
+    "large small left right wall fluid dense texture pattern margin border shape low high signal"
+).split()
+
+
+def toy_vocab() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits + string.punctuation)
+    return specials + chars + [f"##{c}" for c in chars] + sorted(set(_WORDS) - set(chars))
+
+
+def cache_root() -> str:
+    return os.environ.get("BIOMEDCOOP_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "biomedcoop")
+
+
+def materialise(name: str, files: dict[str, str]) -> str:
+    """Write small text files (configs, vocabularies) once into a content-addressed cache folder."""
+    digest = hashlib.sha1(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
+    folder = os.path.join(cache_root(), "hf_configs", f"{name}-{digest}")
+    if not os.path.isdir(folder):
+        os.makedirs(os.path.dirname(folder), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(folder), prefix=".tmp-")
+        for fname, text in files.items():
+            with open(os.path.join(tmp, fname), "w", encoding="utf-8") as f:
+                f.write(text)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process won the race; theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def bert_folder(name: str, text_config: dict, vocab: list[str] | None = None) -> str:
+    """A folder HF can read a BERT config (and optionally a tokenizer) from, with no hub."""
+    files = {"config.json": json.dumps(text_config, indent=2)}
+    if vocab is not None:
+        files["vocab.txt"] = "\n".join(vocab) + "\n"
+        files["tokenizer_config.json"] = json.dumps(
+            {"tokenizer_class": "BertTokenizer", "do_lower_case": True,
+             "model_max_length": text_config["max_position_embeddings"]}
+        )
+    return materialise(name, files)
+
+
+@contextmanager
+def seeded(seed: int = TWIN_SEED):
+    """Draw random weights from a fixed seed without touching the caller's RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield

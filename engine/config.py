@@ -1,0 +1,195 @@
+"""yacs configuration: Dassl's key names and defaults, plus the TRAINER.<METHOD> subtrees.
+
+Unknown keys in a YAML file or on the command line raise a UserError that lists the valid keys of
+that level, so a typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import os
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from engine.errors import UserError
+
+
+def get_cfg_default() -> CN:
+    _C = CN()
+    _C.VERSION = 1
+    _C.OUTPUT_DIR = "./output"
+    _C.RESUME = ""
+    _C.SEED = -1
+    _C.USE_CUDA = True
+    _C.VERBOSE = True
+
+    _C.INPUT = CN()
+    _C.INPUT.SIZE = (224, 224)
+    _C.INPUT.INTERPOLATION = "bicubic"
+    _C.INPUT.TRANSFORMS = ("random_resized_crop", "normalize")
+    _C.INPUT.NO_TRANSFORM = False
+    _C.INPUT.PIXEL_MEAN = [0.48145466, 0.4578275, 0.40821073]
+    _C.INPUT.PIXEL_STD = [0.26862954, 0.26130258, 0.27577711]
+    _C.INPUT.CROP_PADDING = 4
+    _C.INPUT.RRCROP_SCALE = (0.08, 1.0)
+
+    _C.DATASET = CN()
+    _C.DATASET.ROOT = ""
+    _C.DATASET.NAME = ""
+    _C.DATASET.SOURCE_DOMAINS = ()
+    _C.DATASET.TARGET_DOMAINS = ()
+    _C.DATASET.NUM_SHOTS = -1
+    _C.DATASET.SUBSAMPLE_CLASSES = "all"
+    # Own-data datasets: folder of class folders or a CSV (see datasets/).
+    _C.DATASET.PATH = ""
+
+    _C.DATALOADER = CN()
+    _C.DATALOADER.NUM_WORKERS = 8
+    _C.DATALOADER.K_TRANSFORMS = 1
+    _C.DATALOADER.RETURN_IMG0 = False
+    _C.DATALOADER.TRAIN_X = CN()
+    _C.DATALOADER.TRAIN_X.SAMPLER = "RandomSampler"
+    _C.DATALOADER.TRAIN_X.BATCH_SIZE = 32
+    _C.DATALOADER.TRAIN_X.N_DOMAIN = 0
+    _C.DATALOADER.TRAIN_X.N_INS = 16
+    _C.DATALOADER.TEST = CN()
+    _C.DATALOADER.TEST.SAMPLER = "SequentialSampler"
+    _C.DATALOADER.TEST.BATCH_SIZE = 100
+
+    _C.MODEL = CN()
+    _C.MODEL.INIT_WEIGHTS = ""
+    _C.MODEL.BACKBONE = CN()
+    # Model family (BiomedCLIP, CLIP, PubMedCLIP, PMCCLIP or a Tiny twin); set from the trainer
+    # name suffix (e.g. BiomedCoOp_BiomedCLIP) when that has one.
+    _C.MODEL.BACKBONE.NAME = "BiomedCLIP"
+    _C.MODEL.BACKBONE.PRETRAINED = True
+    # Local folder with the model's weights (see tools/download_weights.py); "" = environment
+    # variable BIOMEDCOOP_WEIGHTS_DIR, then the hub.
+    _C.MODEL.BACKBONE.PATH = ""
+
+    # Frozen image-tower features are computed once and reused (engine/features.py).
+    _C.FEATURES = CN()
+    _C.FEATURES.ENABLED = True
+    _C.FEATURES.CACHE_DIR = ""  # "" = <dataset dir>/feature_cache
+    # Augmented views cached per training image; view e is what epoch e sees. 0 = one per epoch
+    # (the reference's augmentation distribution); fewer views is a documented speed option.
+    _C.FEATURES.TRAIN_VIEWS = 0
+
+    _C.OPTIM = CN()
+    _C.OPTIM.NAME = "sgd"
+    _C.OPTIM.LR = 0.0003
+    _C.OPTIM.WEIGHT_DECAY = 5e-4
+    _C.OPTIM.MOMENTUM = 0.9
+    _C.OPTIM.SGD_DAMPNING = 0
+    _C.OPTIM.SGD_NESTEROV = False
+    _C.OPTIM.RMSPROP_ALPHA = 0.99
+    _C.OPTIM.ADAM_BETA1 = 0.9
+    _C.OPTIM.ADAM_BETA2 = 0.999
+    _C.OPTIM.STAGED_LR = False
+    _C.OPTIM.NEW_LAYERS = ()
+    _C.OPTIM.BASE_LR_MULT = 0.1
+    _C.OPTIM.LR_SCHEDULER = "single_step"
+    _C.OPTIM.STEPSIZE = (-1,)
+    _C.OPTIM.GAMMA = 0.1
+    _C.OPTIM.MAX_EPOCH = 10
+    _C.OPTIM.WARMUP_EPOCH = -1
+    _C.OPTIM.WARMUP_TYPE = "linear"
+    _C.OPTIM.WARMUP_CONS_LR = 1e-5
+    _C.OPTIM.WARMUP_MIN_LR = 1e-5
+    _C.OPTIM.WARMUP_RECOUNT = True
+
+    _C.TRAIN = CN()
+    _C.TRAIN.CHECKPOINT_FREQ = 0
+    _C.TRAIN.PRINT_FREQ = 10
+    _C.TRAIN.COUNT_ITER = "train_x"
+
+    _C.TEST = CN()
+    _C.TEST.EVALUATOR = "Classification"
+    _C.TEST.PER_CLASS_RESULT = False
+    _C.TEST.COMPUTE_CMAT = False
+    _C.TEST.NO_TEST = False
+    _C.TEST.SPLIT = "test"
+    _C.TEST.FINAL_MODEL = "last_step"
+
+    _C.TRAINER = CN()
+    _C.TRAINER.NAME = ""
+    _extend_trainer_cfg(_C)
+    return _C
+
+
+def _prompt_cfg(ctx_init: str) -> CN:
+    node = CN()
+    node.N_CTX = 4
+    node.CSC = False
+    node.CTX_INIT = ctx_init
+    node.PREC = "fp32"
+    node.CLASS_TOKEN_POSITION = "end"
+    return node
+
+
+def _extend_trainer_cfg(cfg: CN) -> None:
+    """The TRAINER.<METHOD> subtrees with the reference's extend_cfg defaults (FACTS 4.1)."""
+    cfg.TRAINER.COOP = _prompt_cfg("")
+    cfg.TRAINER.COCOOP = _prompt_cfg("")
+
+    cfg.TRAINER.BIOMEDCOOP = _prompt_cfg("a photo of a")
+    cfg.TRAINER.BIOMEDCOOP.SCCM_LAMBDA = 1.0
+    cfg.TRAINER.BIOMEDCOOP.KDSP_LAMBDA = 1.0
+    cfg.TRAINER.BIOMEDCOOP.TAU = 1.5
+    cfg.TRAINER.BIOMEDCOOP.N_PROMPTS = 50
+
+    cfg.TRAINER.KGCOOP = _prompt_cfg("a photo of a")
+    cfg.TRAINER.KGCOOP.W = 1.0
+
+    cfg.TRAINER.PROGRAD = _prompt_cfg("a photo of a")
+    cfg.TRAINER.PROGRAD.GM = False
+    cfg.TRAINER.PROGRAD.NAME = ""
+    cfg.TRAINER.PROGRAD.ALPHA = 0.0
+    cfg.TRAINER.PROGRAD.T = 1.0
+    cfg.TRAINER.PROGRAD.LAMBDA = 1.0
+
+
+def _check_keys(new: dict, ref: CN, where: str, prefix: str = "") -> None:
+    for key, value in new.items():
+        full = f"{prefix}{key}"
+        if key not in ref:
+            valid = ", ".join(f"{prefix}{k}" for k in sorted(ref.keys()))
+            raise UserError(f"{where}: unknown config key '{full}'. Valid keys here: {valid}.")
+        if isinstance(value, dict) and isinstance(ref[key], CN):
+            _check_keys(value, ref[key], where, prefix=f"{full}.")
+
+
+def merge_from_file(cfg: CN, path: str) -> None:
+    if not os.path.isfile(path):
+        raise UserError(f"Config file not found: {path}. Check the path (configs/ holds the shipped ones).")
+    with open(path, encoding="utf-8") as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise UserError(f"{path} is not valid YAML: {err}") from err
+    _check_keys(data, cfg, path)
+    try:
+        cfg.merge_from_other_cfg(CN(data))
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{path}: {err}") from err
+
+
+def merge_from_list(cfg: CN, opts: list[str]) -> None:
+    if len(opts) % 2:
+        raise UserError(f"Config overrides come as KEY VALUE pairs; got an odd list: {opts}")
+    for key, _ in zip(opts[0::2], opts[1::2]):
+        node = cfg
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, CN) or part not in node:
+                level = ".".join(parts[:i])
+                valid = ", ".join(sorted(node.keys())) if isinstance(node, CN) else "(none)"
+                raise UserError(
+                    f"Unknown config key '{key}' on the command line. "
+                    f"Valid keys under '{level or '<root>'}': {valid}."
+                )
+            node = node[part]
+    try:
+        cfg.merge_from_list(opts)
+    except (ValueError, TypeError, AssertionError) as err:
+        raise UserError(f"Bad command-line override: {err}") from err

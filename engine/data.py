@@ -1,0 +1,294 @@
+"""Datum, DatasetBase, few-shot sampling, base/new subsampling, transforms and DataManager.
+
+Few-shot subsets are drawn exactly as Dassl draws them (FACTS 1.6): items grouped by label in order
+of first appearance, `random.sample(group, K)` from Python's global RNG, train first, then val with
+min(K, 4). They are cached as readable JSON with paths relative to the image folder, so a moved
+data root keeps working (the reference pickles absolute paths).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+
+from engine.errors import UserError
+from engine.registry import DATASET_REGISTRY
+from engine.utils import get_logger, read_json, write_json
+
+INTERPOLATION = {
+    "bilinear": T.InterpolationMode.BILINEAR,
+    "bicubic": T.InterpolationMode.BICUBIC,
+    "nearest": T.InterpolationMode.NEAREST,
+}
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One labelled image. `impath` is absolute; `relpath` is relative to the image folder."""
+
+    impath: str
+    label: int
+    classname: str = ""
+    domain: int = 0
+    relpath: str = ""
+
+
+def read_image(path: str) -> Image.Image:
+    """Open an image as RGB, or fail with a message naming the file."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except FileNotFoundError as err:
+        raise UserError(f"Image file not found: {path}. Run tools/check_data.py to list every problem.") from err
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        raise UserError(
+            f"Cannot read image {path} ({err.__class__.__name__}: {err}). Replace or remove the file; "
+            "tools/check_data.py lists every unreadable image at once."
+        ) from err
+
+
+def split_dataset_by_label(items: Sequence[Datum]) -> dict[int, list[Datum]]:
+    """Group by label; dict order is the order in which labels first appear (Dassl relies on it)."""
+    groups: dict[int, list[Datum]] = defaultdict(list)
+    for item in items:
+        groups[item.label].append(item)
+    return groups
+
+
+def generate_fewshot_dataset(items: Sequence[Datum], num_shots: int, repeat: bool = False) -> list[Datum]:
+    """K items per label with Python's global `random`, exactly as Dassl's version does."""
+    if num_shots < 1:
+        return list(items)
+    out: list[Datum] = []
+    for group in split_dataset_by_label(items).values():
+        if len(group) >= num_shots:
+            out.extend(random.sample(group, num_shots))
+        elif repeat:
+            out.extend(random.choices(group, k=num_shots))
+        else:
+            out.extend(group)
+    return out
+
+
+def base_new_labels(train: Sequence[Datum]) -> tuple[list[int], list[int]]:
+    labels = sorted({d.label for d in train})
+    m = math.ceil(len(labels) / 2)
+    return labels[:m], labels[m:]
+
+
+def subsample_classes(*splits: Sequence[Datum], subsample: str = "all") -> list[list[Datum]]:
+    """Keep the base (first ceil(n/2) labels of train) or new classes and renumber labels 0.. (FACTS 1.7)."""
+    subsample = subsample.lower()
+    if subsample == "all":
+        return [list(s) for s in splits]
+    if subsample not in ("base", "new"):
+        raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got '{subsample}'.")
+    base, new = base_new_labels(splits[0])
+    selected = base if subsample == "base" else new
+    relabel = {old: new_label for new_label, old in enumerate(selected)}
+    return [
+        [Datum(d.impath, relabel[d.label], d.classname, d.domain, d.relpath) for d in split if d.label in relabel]
+        for split in splits
+    ]
+
+
+class DatasetBase:
+    """Holds train_x / val / test lists of Datum and derives the class list from train_x."""
+
+    dataset_dir = ""
+
+    def __init__(self, train_x=None, train_u=None, val=None, test=None):
+        self._train_x = list(train_x or [])
+        self._train_u = train_u
+        self._val = list(val or [])
+        self._test = list(test or [])
+        labels = {d.label: d.classname for d in self._train_x}
+        self._num_classes = max(labels) + 1 if labels else 0
+        self._lab2cname = dict(sorted(labels.items()))
+        self._classnames = [self._lab2cname.get(i, "") for i in range(self._num_classes)]
+
+    train_x = property(lambda self: self._train_x)
+    train_u = property(lambda self: self._train_u)
+    val = property(lambda self: self._val)
+    test = property(lambda self: self._test)
+    num_classes = property(lambda self: self._num_classes)
+    lab2cname = property(lambda self: self._lab2cname)
+    classnames = property(lambda self: self._classnames)
+
+    # Dassl method names, kept so ported readers work unchanged.
+    def generate_fewshot_dataset(self, *sources, num_shots: int = -1, repeat: bool = False):
+        outs = [generate_fewshot_dataset(s, num_shots, repeat) for s in sources]
+        return outs[0] if len(outs) == 1 else outs
+
+    @staticmethod
+    def split_dataset_by_label(items):
+        return split_dataset_by_label(items)
+
+    @staticmethod
+    def subsample_classes(*splits, subsample: str = "all"):
+        out = subsample_classes(*splits, subsample=subsample)
+        return out[0] if len(out) == 1 else out
+
+
+def rows_to_data(rows: Sequence[Sequence], image_dir: str, source: str, check_files: bool = True) -> list[Datum]:
+    """[relpath, label, classname] rows -> Datum list; all missing files are reported at once."""
+    items, missing = [], []
+    for row in rows:
+        try:
+            relpath, label, classname = row
+        except (TypeError, ValueError) as err:
+            raise UserError(f"{source}: each entry must be [relative_path, label, classname]; got {row!r}.") from err
+        impath = os.path.join(image_dir, relpath)
+        if check_files and not os.path.isfile(impath):
+            missing.append(impath)
+        items.append(Datum(impath=impath, label=int(label), classname=str(classname), relpath=relpath))
+    if missing:
+        shown = "\n  ".join(missing[:5])
+        raise UserError(
+            f"{len(missing)} image(s) listed in {source} do not exist, e.g.\n  {shown}\n"
+            "Check DATASET.ROOT (--root) and that the archive was fully unpacked; "
+            "tools/check_data.py reports every problem at once."
+        )
+    return items
+
+
+def data_to_rows(items: Sequence[Datum]) -> list[list]:
+    return [[d.relpath, d.label, d.classname] for d in items]
+
+
+def load_or_make_fewshot(
+    train: list[Datum], val: list[Datum], num_shots: int, seed: int, cache_dir: str, image_dir: str
+) -> tuple[list[Datum], list[Datum]]:
+    """Read split_fewshot/shot_K-seed_S.json, or draw the subset (Dassl's way) and save it."""
+    path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
+    if os.path.isfile(path):
+        get_logger().info(f"Loading preprocessed few-shot data from {path}")
+        data = read_json(path)
+        return (
+            rows_to_data(data["train"], image_dir, path),
+            rows_to_data(data["val"], image_dir, path),
+        )
+    train = generate_fewshot_dataset(train, num_shots)
+    val = generate_fewshot_dataset(val, min(num_shots, 4))
+    get_logger().info(f"Saving preprocessed few-shot data to {path}")
+    try:
+        write_json({"train": data_to_rows(train), "val": data_to_rows(val)}, path)
+    except OSError as err:
+        get_logger().warning(f"Could not cache the few-shot split at {path} ({err}); continuing without it.")
+    return train, val
+
+
+def build_transform(cfg, is_train: bool) -> T.Compose:
+    """The reference transforms (FACTS 3.0): random resized crop for training, resize+center crop for test."""
+    size = tuple(cfg.INPUT.SIZE)
+    interp = INTERPOLATION[cfg.INPUT.INTERPOLATION]
+    normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
+    if is_train and "random_resized_crop" in cfg.INPUT.TRANSFORMS:
+        ops = [T.RandomResizedCrop(size, scale=tuple(cfg.INPUT.RRCROP_SCALE), interpolation=interp)]
+        if "random_flip" in cfg.INPUT.TRANSFORMS:
+            ops.append(T.RandomHorizontalFlip())
+    else:
+        ops = [T.Resize(max(size), interpolation=interp), T.CenterCrop(size)]
+    return T.Compose([*ops, T.ToTensor(), normalize])
+
+
+def transform_spec(cfg, is_train: bool) -> dict:
+    """What determines a transform's output, for feature-cache keys."""
+    return {
+        "train": bool(is_train and "random_resized_crop" in cfg.INPUT.TRANSFORMS),
+        "flip": bool(is_train and "random_flip" in cfg.INPUT.TRANSFORMS),
+        "size": list(cfg.INPUT.SIZE),
+        "interp": cfg.INPUT.INTERPOLATION,
+        "scale": list(cfg.INPUT.RRCROP_SCALE) if is_train else None,
+        "mean": list(cfg.INPUT.PIXEL_MEAN),
+        "std": list(cfg.INPUT.PIXEL_STD),
+    }
+
+
+class DatasetWrapper(Dataset):
+    """Yields Dassl-style dicts {img, label, domain, impath, index}."""
+
+    def __init__(self, items: Sequence[Datum], transform):
+        self.items = list(items)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, idx: int) -> dict:
+        item = self.items[idx]
+        return {
+            "img": self.transform(read_image(item.impath)),
+            "label": item.label,
+            "domain": item.domain,
+            "impath": item.impath,
+            "index": idx,
+        }
+
+
+def num_workers(cfg) -> int:
+    return max(0, min(cfg.DATALOADER.NUM_WORKERS, (os.cpu_count() or 1)))
+
+
+def build_data_loader(cfg, items, batch_size: int, is_train: bool, transform=None) -> DataLoader:
+    transform = transform or build_transform(cfg, is_train)
+    dataset = DatasetWrapper(items, transform)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=is_train,
+        num_workers=num_workers(cfg),
+        drop_last=is_train and len(dataset) >= batch_size,
+        pin_memory=False,
+    )
+
+
+def build_dataset(cfg) -> DatasetBase:
+    if not cfg.DATASET.NAME:
+        raise UserError("DATASET.NAME is empty: pass --dataset-config-file configs/datasets/<name>.yaml.")
+    return DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
+
+
+class DataManager:
+    """Builds the dataset, its transforms and pixel loaders (trainers on cached features skip these)."""
+
+    def __init__(self, cfg, dataset: DatasetBase | None = None):
+        self.cfg = cfg
+        self.dataset = dataset or build_dataset(cfg)
+        self.tfm_train = build_transform(cfg, is_train=True)
+        self.tfm_test = build_transform(cfg, is_train=False)
+        self._loaders: dict[str, DataLoader] = {}
+
+    def _loader(self, split: str) -> DataLoader:
+        if split not in self._loaders:
+            cfg = self.cfg
+            if split == "train_x":
+                self._loaders[split] = build_data_loader(
+                    cfg, self.dataset.train_x, cfg.DATALOADER.TRAIN_X.BATCH_SIZE, True, self.tfm_train
+                )
+            else:
+                items = self.dataset.val if split == "val" else self.dataset.test
+                self._loaders[split] = build_data_loader(
+                    cfg, items, cfg.DATALOADER.TEST.BATCH_SIZE, False, self.tfm_test
+                )
+        return self._loaders[split]
+
+    train_loader_x = property(lambda self: self._loader("train_x"))
+    val_loader = property(lambda self: self._loader("val"))
+    test_loader = property(lambda self: self._loader("test"))
+    num_classes = property(lambda self: self.dataset.num_classes)
+    lab2cname = property(lambda self: self.dataset.lab2cname)
+    classnames = property(lambda self: self.dataset.classnames)
+
+
+def stack_labels(items: Sequence[Datum]) -> torch.Tensor:
+    return torch.tensor([d.label for d in items], dtype=torch.long)

@@ -1,0 +1,102 @@
+"""FeatureCache: frozen image-tower features computed once per (backbone, image, transform, view).
+
+Training augmentation stays faithful: view e of an image is one random resized crop drawn with a
+seed derived from (image, e), and epoch e of training reads view e. With one view per epoch this is
+the reference's augmentation distribution (an independent crop per image per epoch) at the cost of
+one image-tower pass per crop, paid once and then shared by every method, seed and shot count that
+sees the same image. Test features are computed once per backbone and dataset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zlib
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from engine.data import Datum, read_image
+from engine.utils import get_logger, torch_save_atomic
+
+
+def view_seed(key: str, view: int) -> int:
+    return zlib.crc32(f"{key}|{view}".encode())
+
+
+class _ViewDataset(Dataset):
+    def __init__(self, jobs: list[tuple[Datum, int]], transform, seeded: bool):
+        self.jobs, self.transform, self.seeded = jobs, transform, seeded
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, idx: int):
+        item, view = self.jobs[idx]
+        img = read_image(item.impath)
+        if not self.seeded:
+            return self.transform(img)
+        # The crop of (image, view) is the same in every run, process and worker.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed(item.relpath or item.impath, view))
+            return self.transform(img)
+
+
+class FeatureCache:
+    """Disk-backed cache: <dir>/<backbone key>/<transform key>-v<view>.pt = {relpath: feature}."""
+
+    def __init__(self, cache_dir: str, backbone, device: torch.device, batch_size: int = 64, workers: int = 0):
+        self.dir = os.path.join(cache_dir, backbone.cache_key())
+        self.backbone = backbone
+        self.device = device
+        self.batch_size = batch_size
+        self.workers = workers
+        self._memory: dict[str, dict[str, torch.Tensor]] = {}
+
+    @staticmethod
+    def spec_key(spec: dict) -> str:
+        kind = "train" if spec.get("train") else "test"
+        digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
+        return f"{kind}-{digest}"
+
+    def _path(self, spec: dict, view: int) -> str:
+        return os.path.join(self.dir, f"{self.spec_key(spec)}-v{view}.pt")
+
+    def _table(self, path: str) -> dict[str, torch.Tensor]:
+        if path not in self._memory:
+            self._memory[path] = torch.load(path, map_location="cpu") if os.path.isfile(path) else {}
+        return self._memory[path]
+
+    def get(
+        self, items: Sequence[Datum], transform, spec: dict, views: int = 1, desc: str = "features"
+    ) -> torch.Tensor:
+        """Features of `items` under `transform`, shape (views, N, D); missing ones are computed and saved."""
+        seeded = bool(spec.get("train"))
+        paths = [self._path(spec, v) for v in range(views)]
+        tables = [self._table(p) for p in paths]
+        jobs = [(d, v) for v in range(views) for d in items if (d.relpath or d.impath) not in tables[v]]
+        if jobs:
+            self._compute(jobs, transform, seeded, tables, desc)
+            for v in sorted({v for _, v in jobs}):
+                torch_save_atomic(tables[v], paths[v])
+        return torch.stack([torch.stack([tables[v][d.relpath or d.impath] for d in items]) for v in range(views)])
+
+    @torch.no_grad()
+    def _compute(self, jobs, transform, seeded, tables, desc) -> None:
+        backbone = self.backbone
+        was_training = backbone.training
+        backbone.eval()
+        loader = DataLoader(
+            _ViewDataset(jobs, transform, seeded), batch_size=self.batch_size, num_workers=self.workers
+        )
+        get_logger().info(f"Encoding {len(jobs)} image view(s) for {desc} with {backbone.name}")
+        start = 0
+        for images in tqdm(loader, desc=desc, unit="batch", leave=False):
+            feats = backbone.encode_image(images.to(self.device)).float().cpu()
+            for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
+                tables[view][item.relpath or item.impath] = feat.clone()
+            start += len(feats)
+        backbone.train(was_training)

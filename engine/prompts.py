@@ -1,0 +1,62 @@
+"""The one loader of LLM prompt ensembles (clip_prompts/<DATASET>.json).
+
+File schema (documented in clip_prompts/README.md):
+    {"dataset": "<DATASET.NAME>", "modality": "<free text>",
+     "classes": {"<exact classname>": ["sentence", ...], ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from engine.errors import UserError
+
+PROMPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "clip_prompts")
+
+
+def prompt_file(dataset: str, directory: str | None = None) -> str:
+    return os.path.join(directory or PROMPTS_DIR, f"{dataset}.json")
+
+
+def read_prompt_file(path: str) -> dict:
+    """Read and validate the schema; class lists are returned as given."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError as err:
+        raise UserError(
+            f"No prompt ensemble at {path}. Write one (see clip_prompts/README.md) or generate it with "
+            "`python tools/generate_prompts.py --from-dataset ...`."
+        ) from err
+    except ValueError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from err
+    classes = data.get("classes") if isinstance(data, dict) else None
+    if not isinstance(classes, dict) or not all(
+        isinstance(v, list) and all(isinstance(s, str) for s in v) for v in classes.values()
+    ):
+        raise UserError(f"{path}: expected {{'dataset', 'modality', 'classes': {{classname: [sentences]}}}}.")
+    return data
+
+
+def load_ensemble(dataset: str, classnames: list[str], n_prompts: int, directory: str | None = None) -> list[list[str]]:
+    """The first `n_prompts` sentences of each class, in class order; names every shortfall."""
+    path = prompt_file(dataset, directory)
+    classes = read_prompt_file(path)["classes"]
+    lookup = {k.lower(): v for k, v in classes.items()}
+    missing = [c for c in classnames if c.replace("_", " ").lower() not in lookup]
+    if missing:
+        raise UserError(
+            f"{path} has no prompts for class(es) {missing}. Its classes are {list(classes)}; "
+            "add the missing ones (class strings must match the dataset's exactly)."
+        )
+    out = []
+    for c in classnames:
+        sentences = lookup[c.replace("_", " ").lower()]
+        if len(sentences) < n_prompts:
+            raise UserError(
+                f"{path}: class '{c}' has {len(sentences)} prompts but N_PROMPTS is {n_prompts}. "
+                f"Add {n_prompts - len(sentences)} more or set TRAINER.BIOMEDCOOP.N_PROMPTS {len(sentences)}."
+            )
+        out.append(sentences[:n_prompts])
+    return out

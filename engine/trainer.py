@@ -1,0 +1,398 @@
+"""TrainerX: Dassl's trainer loop and hooks over cached frozen-tower features.
+
+Subclasses (one per method, in trainers/) override `build_model`, `forward_backward` and, where
+inference differs from `self.model(features)`, `model_inference`. They register their learnable
+modules with `register_model`; only those are optimised and checkpointed, so a checkpoint holds the
+learned context (a few KB), not a copy of the backbone.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import random
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import RandomSampler
+from tqdm import tqdm
+
+from engine.data import DataManager, stack_labels, transform_spec
+from engine.errors import UserError
+from engine.evaluation import classification_report, report_lines
+from engine.features import FeatureCache
+from engine.optim import build_lr_scheduler, build_optimizer
+from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
+from engine.utils import get_logger, torch_save_atomic, write_json
+
+RESUME_FILE = "resume.pth"
+
+
+def split_trainer_name(name: str) -> tuple[str, str | None]:
+    """'BiomedCoOp_TinyBiomedCLIP' -> ('BiomedCoOp', 'TinyBiomedCLIP'); a bare method name has no backbone."""
+    if name in TRAINER_REGISTRY:
+        return name, None
+    method, _, backbone = name.rpartition("_")
+    if method in TRAINER_REGISTRY and backbone in BACKBONE_REGISTRY:
+        return method, backbone
+    if method in TRAINER_REGISTRY:
+        BACKBONE_REGISTRY.get(backbone)  # raises with the list of valid backbones
+    methods = ", ".join(TRAINER_REGISTRY.registered_names())
+    backbones = ", ".join(BACKBONE_REGISTRY.registered_names())
+    raise UserError(
+        f"Unknown trainer '{name}'. Use <METHOD>_<MODEL> with METHOD in: {methods}; MODEL in: {backbones}."
+    )
+
+
+def build_trainer(cfg):
+    method, _ = split_trainer_name(cfg.TRAINER.NAME)
+    return TRAINER_REGISTRY.get(method)(cfg)
+
+
+def build_backbone(cfg):
+    return BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg)
+
+
+class FeatureBatches:
+    """Mini-batches of cached features; epoch e reads augmented view e (mod the number of views).
+
+    Order and length follow Dassl's train loader: RandomSampler (torch's global RNG) and drop_last
+    when there are at least `batch_size` items.
+    """
+
+    def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int):
+        self.feats, self.labels, self.batch_size = feats, labels, batch_size
+        self.view = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.view = epoch % self.feats.shape[0]
+
+    def __len__(self) -> int:
+        n = self.labels.numel()
+        return n // self.batch_size if n >= self.batch_size else 1
+
+    def __iter__(self):
+        order = torch.tensor(list(RandomSampler(range(self.labels.numel()))))
+        for b in range(len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield {"feat": self.feats[self.view, idx], "label": self.labels[idx], "index": idx}
+
+
+class TrainerX:
+    """Base trainer for labelled data ("X" as in Dassl)."""
+
+    # Methods that tune the image tower (CLIP-LoRA, CLIP-SVD) set this False and receive pixels.
+    uses_frozen_image_features = True
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.logger = get_logger()
+        use_cuda = torch.cuda.is_available() and cfg.USE_CUDA
+        self.device = torch.device("cuda" if use_cuda else "cpu")
+        self.output_dir = cfg.OUTPUT_DIR
+        self.start_epoch = self.epoch = 0
+        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self._models: dict[str, nn.Module] = {}
+        self._optims: dict[str, torch.optim.Optimizer | None] = {}
+        self._scheds: dict[str, object] = {}
+        self._test_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.check_cfg(cfg)
+        self.build_data_loader()
+        self.backbone = build_backbone(cfg).to(self.device)
+        self.backbone.requires_grad_(False)
+        self.backbone.eval()
+        self.feature_cache = FeatureCache(
+            cfg.FEATURES.CACHE_DIR or os.path.join(self.dm.dataset.dataset_dir, "feature_cache"),
+            self.backbone, self.device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
+            workers=min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1),
+        )
+        self.build_model()
+
+    # ----- hooks -------------------------------------------------------------------------------
+    def check_cfg(self, cfg) -> None:
+        pass
+
+    def build_data_loader(self) -> None:
+        self.dm = DataManager(self.cfg)
+        self.num_classes = self.dm.num_classes
+        self.lab2cname = self.dm.lab2cname
+        self.classnames = self.dm.classnames
+
+    def build_model(self) -> None:
+        raise NotImplementedError
+
+    def forward_backward(self, batch: dict) -> dict:
+        raise NotImplementedError
+
+    def model_inference(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model(features)
+
+    def parse_batch_train(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.image_features(batch), batch["label"].to(self.device)
+
+    # ----- features ---------------------------------------------------------------------------
+    @property
+    def use_feature_cache(self) -> bool:
+        return self.uses_frozen_image_features and self.cfg.FEATURES.ENABLED
+
+    def image_features(self, batch: dict) -> torch.Tensor:
+        """Frozen image-tower features of a batch: from the cache, or encoded now from pixels."""
+        if "feat" in batch:
+            return batch["feat"].to(self.device)
+        images = batch["img"].to(self.device)
+        if self.uses_frozen_image_features:
+            with torch.no_grad():
+                return self.backbone.encode_image(images)
+        return self.backbone.encode_image(images)
+
+    def train_batches(self):
+        cfg = self.cfg
+        if not self.use_feature_cache:
+            return self.dm.train_loader_x
+        items = self.dm.dataset.train_x
+        views = cfg.FEATURES.TRAIN_VIEWS or self.max_epoch
+        feats = self.feature_cache.get(
+            items, self.dm.tfm_train, transform_spec(cfg, True), views=views, desc="train views"
+        )
+        return FeatureBatches(feats, stack_labels(items), cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+
+    def test_features(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._test_cache is None:
+            split = self.cfg.TEST.SPLIT
+            items = self.dm.dataset.val if split == "val" else self.dm.dataset.test
+            if not items:
+                raise UserError(f"The {split} split of {self.cfg.DATASET.NAME} is empty; nothing to evaluate.")
+            if self.use_feature_cache:
+                feats = self.feature_cache.get(
+                    items, self.dm.tfm_test, transform_spec(self.cfg, False), desc=f"{split} set"
+                )[0]
+            else:
+                feats = None
+            self._test_cache = (feats, stack_labels(items))
+        return self._test_cache
+
+    # ----- models, optimisers, checkpoints ---------------------------------------------------------
+    def register_model(self, name: str, model: nn.Module, optim=None, sched=None) -> None:
+        self._models[name] = model
+        self._optims[name] = optim
+        self._scheds[name] = sched
+
+    def get_model_names(self, names=None) -> list[str]:
+        names = names if names is not None else list(self._models)
+        return [names] if isinstance(names, str) else list(names)
+
+    def set_model_mode(self, mode: str = "train", names=None) -> None:
+        for name in self.get_model_names(names):
+            self._models[name].train(mode == "train")
+
+    def update_lr(self, names=None) -> None:
+        for name in self.get_model_names(names):
+            if self._scheds[name] is not None:
+                self._scheds[name].step()
+
+    def get_current_lr(self, names=None) -> float:
+        name = self.get_model_names(names)[0]
+        return self._optims[name].param_groups[0]["lr"]
+
+    def model_zero_grad(self, names=None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].zero_grad()
+
+    def detect_anomaly(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss).all():
+            raise FloatingPointError("Loss is infinite or NaN!")
+
+    def model_backward(self, loss: torch.Tensor) -> None:
+        self.detect_anomaly(loss)
+        loss.backward()
+
+    def model_update(self, names=None) -> None:
+        for name in self.get_model_names(names):
+            if self._optims[name] is not None:
+                self._optims[name].step()
+
+    def model_backward_and_update(self, loss: torch.Tensor, names=None) -> None:
+        self.model_zero_grad(names)
+        self.model_backward(loss)
+        self.model_update(names)
+
+    def build_optim_sched(self, module: nn.Module):
+        optim = build_optimizer(module, self.cfg.OPTIM)
+        return optim, build_lr_scheduler(optim, self.cfg.OPTIM)
+
+    def _state(self, name: str) -> dict:
+        optim, sched = self._optims[name], self._scheds[name]
+        return {
+            "state_dict": self._models[name].state_dict(),
+            "epoch": self.epoch + 1,
+            "optimizer": optim.state_dict() if optim else None,
+            "scheduler": sched.state_dict() if sched else None,
+        }
+
+    def save_model(self, epoch: int, directory: str) -> None:
+        """Dassl layout: <dir>/<model name>/model.pth.tar-<epoch>."""
+        for name in self._models:
+            torch_save_atomic(self._state(name), os.path.join(directory, name, f"model.pth.tar-{epoch}"))
+
+    def load_model(self, directory: str, epoch: int | None = None) -> None:
+        if not directory:
+            return
+        for name, model in self._models.items():
+            folder = os.path.join(directory, name)
+            if epoch is None:
+                found = sorted(
+                    (int(f.rsplit("-", 1)[1]) for f in os.listdir(folder) if f.startswith("model.pth.tar-")),
+                ) if os.path.isdir(folder) else []
+                if not found:
+                    raise UserError(
+                        f"No checkpoint model.pth.tar-<epoch> in {folder}; pass --model-dir and --load-epoch."
+                    )
+                epoch_ = found[-1]
+            else:
+                epoch_ = epoch
+            path = os.path.join(folder, f"model.pth.tar-{epoch_}")
+            if not os.path.isfile(path):
+                raise UserError(f"Checkpoint not found: {path}. Check --model-dir and --load-epoch.")
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            self.logger.info(f"Loading weights to {name} from {path} (epoch = {ckpt.get('epoch')})")
+            self.load_state(name, model, ckpt["state_dict"])
+
+    def load_state(self, name: str, model: nn.Module, state: dict) -> None:
+        """Load learnable tensors; methods override to map reference checkpoint keys."""
+        model.load_state_dict(state, strict=True)
+
+    # ----- resume ---------------------------------------------------------------------------------
+    def _resume_path(self) -> str:
+        return os.path.join(self.cfg.RESUME or self.output_dir, RESUME_FILE)
+
+    def save_resume_state(self) -> None:
+        state = {name: self._state(name) for name in self._models}
+        state["_rng"] = {
+            "torch": torch.get_rng_state(),
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+        }
+        torch_save_atomic(state, os.path.join(self.output_dir, RESUME_FILE))
+
+    def resume_if_possible(self) -> int:
+        path = self._resume_path()
+        if not os.path.isfile(path):
+            return 0
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        for name, model in self._models.items():
+            model.load_state_dict(state[name]["state_dict"])
+            if self._optims[name] is not None and state[name]["optimizer"]:
+                self._optims[name].load_state_dict(state[name]["optimizer"])
+            if self._scheds[name] is not None and state[name]["scheduler"]:
+                self._scheds[name].load_state_dict(state[name]["scheduler"])
+        rng = state["_rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        epoch = next(iter(state[n]["epoch"] for n in self._models))
+        self.logger.info(f"Resuming from {path}: {epoch} of {self.max_epoch} epochs already done")
+        return epoch
+
+    # ----- loop ---------------------------------------------------------------------------------
+    def train(self) -> dict | None:
+        self.before_train()
+        epochs = tqdm(range(self.start_epoch, self.max_epoch), desc="epochs", unit="epoch", leave=False,
+                      initial=self.start_epoch, total=self.max_epoch)
+        for self.epoch in epochs:
+            losses = self.run_epoch()
+            epochs.set_postfix({k: f"{v:.4f}" for k, v in losses.items()})
+            self.after_epoch()
+        return self.after_train()
+
+    def before_train(self) -> None:
+        self.time_start = time.time()
+        self.start_epoch = self.resume_if_possible()
+        self.train_loader_x = self.train_batches()
+        self.num_batches = len(self.train_loader_x)
+
+    def run_epoch(self) -> dict:
+        self.set_model_mode("train")
+        if isinstance(self.train_loader_x, FeatureBatches):
+            self.train_loader_x.set_epoch(self.epoch)
+        totals: dict[str, float] = {}
+        for batch_idx, batch in enumerate(self.train_loader_x):
+            self.batch_idx = batch_idx
+            summary = self.forward_backward(batch)
+            for k, v in summary.items():
+                totals[k] = totals.get(k, 0.0) + float(v)
+            # Dassl prints every PRINT_FREQ batches; short epochs print their last batch.
+            freq, step = self.cfg.TRAIN.PRINT_FREQ, self.batch_idx + 1
+            if freq > 0 and (step % freq == 0 or (self.num_batches < freq and step == self.num_batches)):
+                loss_txt = " ".join(f"{k} {float(v):.4f}" for k, v in summary.items())
+                self.logger.info(
+                    f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{step}/{self.num_batches}] "
+                    f"{loss_txt} lr {self.get_current_lr():.4e}"
+                )
+        return {k: v / max(self.num_batches, 1) for k, v in totals.items()}
+
+    def after_epoch(self) -> None:
+        last = self.epoch + 1 == self.max_epoch
+        freq = self.cfg.TRAIN.CHECKPOINT_FREQ
+        if last or (freq > 0 and (self.epoch + 1) % freq == 0):
+            self.save_model(self.epoch + 1, self.output_dir)
+        if not last:
+            self.save_resume_state()
+
+    def after_train(self) -> dict | None:
+        self.logger.info("Finished training")
+        result = None
+        if not self.cfg.TEST.NO_TEST:
+            self.logger.info("Deploy the last-epoch model")
+            result = self.test()
+        elapsed = str(datetime.timedelta(seconds=round(time.time() - self.time_start)))
+        self.logger.info(f"Elapsed: {elapsed}")
+        if result is not None:
+            self.write_results(result, elapsed_s=time.time() - self.time_start)
+        resume = os.path.join(self.output_dir, RESUME_FILE)
+        if os.path.exists(resume):
+            os.remove(resume)
+        return result
+
+    @torch.no_grad()
+    def test(self, split: str | None = None) -> dict:
+        self.set_model_mode("eval")
+        split = split or self.cfg.TEST.SPLIT
+        feats, labels = self.test_features()
+        bs = self.cfg.DATALOADER.TEST.BATCH_SIZE
+        outputs = []
+        if feats is not None:
+            for start in range(0, len(labels), bs):
+                outputs.append(self.model_inference(feats[start : start + bs].to(self.device)).float().cpu())
+        else:
+            loader = self.dm.val_loader if split == "val" else self.dm.test_loader
+            for batch in tqdm(loader, desc=f"{split} set", leave=False):
+                outputs.append(self.model_inference(self.image_features(batch)).float().cpu())
+        report = classification_report(torch.cat(outputs), labels, self.classnames)
+        self.logger.info(f"Evaluate on the *{split}* set")
+        for line in report_lines(report, self.cfg.TEST.PER_CLASS_RESULT):
+            self.logger.info(line)
+        return report
+
+    def write_results(self, report: dict, elapsed_s: float | None = None, eval_only: bool = False) -> None:
+        cfg = self.cfg
+        method, _ = split_trainer_name(cfg.TRAINER.NAME)
+        record = {
+            "trainer": cfg.TRAINER.NAME,
+            "method": method,
+            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "dataset": cfg.DATASET.NAME,
+            "num_shots": cfg.DATASET.NUM_SHOTS,
+            "seed": cfg.SEED,
+            "subsample_classes": cfg.DATASET.SUBSAMPLE_CLASSES,
+            "split": cfg.TEST.SPLIT,
+            "eval_only": eval_only,
+            "epochs": self.max_epoch,
+            "train_views": cfg.FEATURES.TRAIN_VIEWS or self.max_epoch,
+            "elapsed_s": None if elapsed_s is None else round(elapsed_s, 2),
+            "classnames": self.classnames,
+            **report,
+        }
+        write_json(record, os.path.join(self.output_dir, "results.json"))

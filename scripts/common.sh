@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Shared by every method's scripts. Runs seeds (default 1 2 3) of one method into the reference's
+# output layout and skips a seed whose results.json exists; an interrupted seed resumes.
+# Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...".
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python}"
+OUTPUT_ROOT="${OUTPUT_ROOT:-output}"
+SEEDS="${SEEDS:-1 2 3}"
+
+usage_check() {  # usage_check NEEDED GIVEN USAGE
+    if [ "$2" -lt "$1" ]; then echo "usage: $3" >&2; exit 2; fi
+}
+
+dataset_config() {  # dataset_config DATASET -> path of configs/datasets/<dataset>.yaml
+    local cfg="$REPO/configs/datasets/${1,,}.yaml"
+    if [ ! -f "$cfg" ]; then
+        echo "error: no dataset config $cfg; valid: $(cd "$REPO/configs/datasets" && ls *.yaml | sed 's/.yaml//' | tr '\n' ' ')" >&2
+        exit 2
+    fi
+    echo "$cfg"
+}
+
+# few_shot METHOD CONFIG DATA DATASET SHOTS MODEL
+few_shot() {
+    local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6
+    local dcfg; dcfg=$(dataset_config "$dataset")
+    for seed in $SEEDS; do
+        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}/nctx4_cscFalse_ctpend/seed$seed"
+        if [ -f "$dir/results.json" ]; then
+            echo "Results are available in $dir. Skip this job."
+            continue
+        fi
+        "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$dir" \
+            DATASET.NUM_SHOTS "$shots" ${EXTRA_OPTS:-}
+    done
+}
+
+# base2new METHOD CONFIG DATA DATASET MODEL LOAD_EPOCH: train on base classes, test on new ones.
+base2new() {
+    local method=$1 config=$2 data=$3 dataset=${4,,} model=$5 epoch=$6
+    local dcfg; dcfg=$(dataset_config "$dataset")
+    for seed in $SEEDS; do
+        local sub="$dataset/shots_16/${method}_${model}/nctx4_cscFalse_ctpend/seed$seed"
+        local train_dir="$OUTPUT_ROOT/base2new/train_base/$sub" test_dir="$OUTPUT_ROOT/base2new/test_new/$sub"
+        if [ ! -f "$train_dir/results.json" ]; then
+            "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+                --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$train_dir" \
+                DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base ${EXTRA_OPTS:-}
+        fi
+        if [ ! -f "$test_dir/results.json" ]; then
+            "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+                --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$test_dir" \
+                --model-dir "$train_dir" --load-epoch "$epoch" --eval-only \
+                DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new ${EXTRA_OPTS:-}
+        fi
+    done
+}

@@ -1,0 +1,102 @@
+"""Train and/or evaluate one run: the reference's command line (FACTS 4.1) on the toolkit's engine.
+
+    python train.py --root DATA --seed 1 --trainer BiomedCoOp_BiomedCLIP \
+        --dataset-config-file configs/datasets/btmri.yaml \
+        --config-file configs/trainers/BiomedCoOp/few_shot/btmri.yaml \
+        --output-dir output/btmri/shots_4/BiomedCoOp_BiomedCLIP/nctx4_cscFalse_ctpend/seed1 \
+        DATASET.NUM_SHOTS 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import backbones  # noqa: F401  (registers the model families)
+import datasets  # noqa: F401  (registers the benchmark readers)
+import trainers  # noqa: F401  (registers the methods)
+from engine.config import get_cfg_default, merge_from_file, merge_from_list
+from engine.errors import UserError
+from engine.trainer import build_trainer, split_trainer_name
+from engine.utils import set_random_seed, setup_logger
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--root", default="", help="path to the dataset root")
+    p.add_argument("--output-dir", default="", help="output directory")
+    p.add_argument("--resume", default="", help="directory to resume from (default: the output directory)")
+    p.add_argument("--seed", type=int, default=-1, help="seed; negative = unseeded")
+    p.add_argument("--source-domains", nargs="+", help="unused by these benchmarks (Dassl compatibility)")
+    p.add_argument("--target-domains", nargs="+", help="unused by these benchmarks (Dassl compatibility)")
+    p.add_argument("--transforms", nargs="+", help="training transforms, e.g. random_resized_crop normalize")
+    p.add_argument("--config-file", default="", help="method config (configs/trainers/...)")
+    p.add_argument("--dataset-config-file", default="", help="dataset config (configs/datasets/...)")
+    p.add_argument("--trainer", default="", help="<METHOD>_<MODEL>, e.g. BiomedCoOp_BiomedCLIP")
+    p.add_argument("--backbone", default="", help="model family, when --trainer has no _<MODEL> suffix")
+    p.add_argument("--head", default="", help="unused (Dassl compatibility)")
+    p.add_argument("--eval-only", action="store_true", help="evaluate only")
+    p.add_argument("--model-dir", default="", help="load the model from this directory for --eval-only")
+    p.add_argument("--load-epoch", type=int, help="load the checkpoint of this epoch")
+    p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, applied last")
+    return p.parse_args(argv)
+
+
+def setup_cfg(args: argparse.Namespace):
+    cfg = get_cfg_default()
+    if args.dataset_config_file:
+        merge_from_file(cfg, args.dataset_config_file)
+    if args.config_file:
+        merge_from_file(cfg, args.config_file)
+    if args.root:
+        cfg.DATASET.ROOT = args.root
+    if args.output_dir:
+        cfg.OUTPUT_DIR = args.output_dir
+    if args.resume:
+        cfg.RESUME = args.resume
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    if args.transforms:
+        cfg.INPUT.TRANSFORMS = tuple(args.transforms)
+    if args.trainer:
+        cfg.TRAINER.NAME = args.trainer
+    if args.backbone:
+        cfg.MODEL.BACKBONE.NAME = args.backbone
+    merge_from_list(cfg, args.opts)
+    if not cfg.TRAINER.NAME:
+        raise UserError("No trainer given: pass --trainer <METHOD>_<MODEL>, e.g. BiomedCoOp_BiomedCLIP.")
+    _, backbone = split_trainer_name(cfg.TRAINER.NAME)
+    if backbone:
+        cfg.MODEL.BACKBONE.NAME = backbone
+    cfg.freeze()
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = setup_cfg(args)
+        if cfg.SEED >= 0:
+            set_random_seed(cfg.SEED)
+        logger = setup_logger(cfg.OUTPUT_DIR)
+        logger.info(f"** Arguments **\n{vars(args)}")
+        logger.info(f"** Config **\n{cfg.dump()}")
+        trainer = build_trainer(cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            report = trainer.test()
+            trainer.write_results(report, eval_only=True)
+            return 0
+        if not args.no_train:
+            trainer.train()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""Methods; importing this package registers every trainer."""
+
+from trainers import biomedcoop, coop  # noqa: F401
