@@ -61,7 +61,8 @@ def train_args(root, out, trainer="BiomedCoOp_TinyBiomedCLIP", epochs=3, extra=(
 
 
 def final_ctx(out, epochs=3):
-    return torch.load(os.path.join(out, "prompt_learner", f"model.pth.tar-{epochs}"), weights_only=False)["state_dict"]["ctx"]
+    path = os.path.join(out, "prompt_learner", f"model.pth.tar-{epochs}")
+    return torch.load(path, weights_only=False)["state_dict"]["ctx"]
 
 
 def test_interrupted_run_resumes_to_the_same_result(synthetic_btmri, tmp_path, monkeypatch):

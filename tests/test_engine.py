@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 import torch
-
 from conftest import split_file
+
 from engine.config import get_cfg_default, merge_from_file, merge_from_list
 from engine.data import Datum, generate_fewshot_dataset, subsample_classes
 from engine.errors import UserError
