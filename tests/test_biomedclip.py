@@ -66,3 +66,26 @@ def test_weights_folder_that_does_not_exist_is_named(tmp_path):
     cfg.MODEL.BACKBONE.PATH = str(tmp_path / "nowhere")
     with pytest.raises(UserError, match="nowhere"):
         BACKBONE_REGISTRY.get("BiomedCLIP")(cfg)
+
+
+def test_local_weights_folder_loads_the_saved_model(tmp_path, tiny_biomedclip):
+    """The download layout (weights + text/config.json + text/vocab.txt) round-trips, strictly."""
+    import json
+    import os
+
+    from backbones.biomedclip import _local_biomedclip, load_family_config
+    from backbones.twins import toy_vocab
+
+    config = load_family_config("TinyBiomedCLIP")
+    folder = tmp_path / "BiomedCLIP"
+    (folder / "text").mkdir(parents=True)
+    torch.save(tiny_biomedclip.model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    (folder / "text" / "config.json").write_text(json.dumps(config["text_config"]))
+    (folder / "text" / "vocab.txt").write_text("\n".join(toy_vocab()) + "\n")
+    loaded = _local_biomedclip(str(folder), config, pretrained=True)
+    ids = loaded.tokenize(PROMPTS)
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode_text(ids), tiny_biomedclip.encode_text(ids), atol=1e-6)
+    os.remove(folder / "open_clip_pytorch_model.bin")
+    with pytest.raises(UserError, match="no open_clip_pytorch_model.bin"):
+        _local_biomedclip(str(folder), config, pretrained=True)
