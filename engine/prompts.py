@@ -19,6 +19,27 @@ def prompt_file(dataset: str, directory: str | None = None) -> str:
     return os.path.join(directory or PROMPTS_DIR, f"{dataset}.json")
 
 
+def schema_problem(data) -> str | None:
+    """What is wrong with a parsed prompt file's structure, or None if it has the documented schema."""
+    if not isinstance(data, dict):
+        return f"the top level is a {type(data).__name__}, not an object"
+    for key in ("dataset", "modality"):
+        if key in data and not isinstance(data[key], str):
+            return f"'{key}' must be a string, not {type(data[key]).__name__}"
+    classes = data.get("classes")
+    if not isinstance(classes, dict):
+        return "no 'classes' object" if classes is None else "'classes' must be an object {classname: [sentences]}"
+    if not classes:
+        return "'classes' is empty"
+    for name, sentences in classes.items():
+        if not isinstance(sentences, list):
+            return f"class '{name}' maps to a {type(sentences).__name__}, not a list of sentences"
+        bad = next((i for i, s in enumerate(sentences) if not isinstance(s, str)), None)
+        if bad is not None:
+            return f"class '{name}', entry {bad} is a {type(sentences[bad]).__name__}, not a string"
+    return None
+
+
 def read_prompt_file(path: str) -> dict:
     """Read and validate the schema; class lists are returned as given."""
     try:
@@ -29,13 +50,16 @@ def read_prompt_file(path: str) -> dict:
             f"No prompt ensemble at {path}. Write one (see clip_prompts/README.md) or generate it with "
             "`python tools/generate_prompts.py --from-dataset ...`."
         ) from err
+    except OSError as err:
+        raise UserError(f"Cannot read the prompt file {path}: {err}") from err
     except ValueError as err:
         raise UserError(f"{path} is not valid JSON: {err}") from err
-    classes = data.get("classes") if isinstance(data, dict) else None
-    if not isinstance(classes, dict) or not all(
-        isinstance(v, list) and all(isinstance(s, str) for s in v) for v in classes.values()
-    ):
-        raise UserError(f"{path}: expected {{'dataset', 'modality', 'classes': {{classname: [sentences]}}}}.")
+    problem = schema_problem(data)
+    if problem:
+        raise UserError(
+            f"{path}: {problem}. Expected {{'dataset': str, 'modality': str, 'classes': {{classname: [sentences]}}}} "
+            "(see clip_prompts/README.md)."
+        )
     return data
 
 

@@ -1,0 +1,188 @@
+"""Show which ensemble prompts BiomedCoOp's outlier test keeps or drops on a few training images.
+
+    python tools/inspect_prompts.py BTMRI --root DATA --model BiomedCLIP --shots 16 --seed 1
+    python tools/inspect_prompts.py BTMRI --root DATA --model TinyBiomedCLIP --images 8 --tau 1.0
+
+Prompt i of the ensemble is the i-th sentence of every class. For a batch of training images of the
+few-shot subset (the one train.py draws for --shots/--seed), each prompt gets the trainer's score
+(mean over images of the best class similarity, trainers.biomedcoop.prompt_scores) and the trainer's
+rule decides keep/drop (trainers.biomedcoop.select_prompts at --tau). Images go through the test
+transform (no random crop), so the table is reproducible; during training each step scores its own
+augmented batch, so a prompt near the threshold may be kept on some steps and dropped on others.
+Dropped prompts are listed in full: rewrite or replace those sentences to curate the ensemble, and
+check the file again with tools/check_prompts.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+import torch
+import torch.nn.functional as F
+
+import backbones  # noqa: F401  (registers the model families)
+import datasets  # noqa: F401  (registers the benchmark readers)
+from engine.config import get_cfg_default
+from engine.data import build_transform, read_image, transform_spec
+from engine.errors import UserError
+from engine.features import FeatureCache
+from engine.prompts import PROMPTS_DIR, load_ensemble, prompt_file
+from engine.registry import BACKBONE_REGISTRY, DATASET_REGISTRY
+from engine.utils import set_random_seed, write_json
+from trainers.biomedcoop import prompt_scores, select_prompts
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", metavar="DATASET", help="DATASET.NAME, e.g. BTMRI (or its config name, btmri)")
+    p.add_argument("--root", required=True, help="data root holding DATASET/")
+    p.add_argument("--model", default="BiomedCLIP", help="backbone name, e.g. BiomedCLIP or TinyBiomedCLIP")
+    p.add_argument("--weights", default="", help="local weights folder (MODEL.BACKBONE.PATH)")
+    p.add_argument("--shots", type=int, default=16, help="few-shot K whose training subset is used (default 16)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the few-shot draw (default 1)")
+    p.add_argument("--images", type=int, default=32,
+                   help="images scored together, taken class by class from the subset (default 32, the batch size)")
+    p.add_argument("--tau", type=float, default=None, help="threshold of the outlier test (default: the config's)")
+    p.add_argument("--n-prompts", type=int, default=None, help="prompts per class (default: the config's)")
+    p.add_argument("--prompts-dir", default=PROMPTS_DIR, help="folder of <DATASET>.json (to inspect a draft)")
+    p.add_argument("--show-class", default=None, help="class whose sentence the table shows (default: the first)")
+    p.add_argument("--no-cache", action="store_true", help="encode the images now instead of via the feature cache")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
+    p.add_argument("--json", dest="json_out", help="also write scores and decisions to this JSON file")
+    return p.parse_args(argv)
+
+
+def build_cfg(args):
+    from datasets.benchmarks import spec_for
+
+    cfg = get_cfg_default()
+    name = args.dataset
+    try:
+        name = spec_for(name).name
+    except UserError:
+        pass  # a registered non-benchmark reader keeps its own name
+    DATASET_REGISTRY.get(name)  # unknown names fail here with the list of valid ones
+    BACKBONE_REGISTRY.get(args.model)
+    cfg.DATASET.NAME = name
+    cfg.DATASET.ROOT = args.root
+    cfg.DATASET.NUM_SHOTS = args.shots
+    cfg.SEED = args.seed
+    cfg.MODEL.BACKBONE.NAME = args.model
+    cfg.MODEL.BACKBONE.PATH = args.weights
+    cfg.USE_CUDA = not args.cpu
+    if args.tau is not None:
+        cfg.TRAINER.BIOMEDCOOP.TAU = args.tau
+    if args.n_prompts is not None:
+        cfg.TRAINER.BIOMEDCOOP.N_PROMPTS = args.n_prompts
+    if args.images < 1 or cfg.TRAINER.BIOMEDCOOP.N_PROMPTS < 2:
+        raise UserError("--images must be at least 1 and --n-prompts at least 2.")
+    cfg.freeze()
+    return cfg
+
+
+def pick_images(items, count: int):
+    """Up to `count` items, alternating over classes in label order so every class is represented."""
+    groups: dict[int, list] = {}
+    for item in items:
+        groups.setdefault(item.label, []).append(item)
+    order = [groups[k] for k in sorted(groups)]
+    picked = []
+    for i in range(max((len(g) for g in order), default=0)):
+        picked += [g[i] for g in order if i < len(g)]
+    return picked[:count]
+
+
+def inspect(cfg, prompts_dir: str = PROMPTS_DIR, images: int = 32, use_cache: bool = True) -> dict:
+    """Scores and keep/drop decisions of every prompt index, from the trainer's own functions."""
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)  # as train.py does before the few-shot draw
+    dataset = DATASET_REGISTRY.get(cfg.DATASET.NAME)(cfg)
+    classnames = dataset.classnames
+    n_prompts, tau = cfg.TRAINER.BIOMEDCOOP.N_PROMPTS, cfg.TRAINER.BIOMEDCOOP.TAU
+    ensemble = load_ensemble(cfg.DATASET.NAME, classnames, n_prompts, directory=prompts_dir)
+    items = pick_images(dataset.train_x, images)
+    if not items:
+        raise UserError(f"The training split of {cfg.DATASET.NAME} is empty; nothing to score.")
+    device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
+    backbone = BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg).to(device).eval()
+    backbone.requires_grad_(False)
+    transform = build_transform(cfg, is_train=False)
+    with torch.no_grad():
+        if use_cache:
+            cache_dir = cfg.FEATURES.CACHE_DIR or os.path.join(dataset.dataset_dir, "feature_cache")
+            cache = FeatureCache(cache_dir, backbone, device)
+            feats = cache.get(items, transform, transform_spec(cfg, False), desc="images")[0].to(device)
+        else:
+            feats = backbone.encode_image(torch.stack([transform(read_image(d.impath)) for d in items]).to(device))
+        # The teacher bank exactly as BiomedCoOp.build_model builds it: (C, N, D) unit vectors.
+        flat = [sentence for sentences in ensemble for sentence in sentences]
+        bank = F.normalize(backbone.encode_prompts(flat).float().view(len(classnames), n_prompts, -1), dim=-1)
+        image_feats = F.normalize(feats.float(), dim=-1)
+        scale = backbone.logit_scale.detach().float()
+        scores = prompt_scores(image_feats, bank, scale).cpu()
+        keep = select_prompts(scores, tau)
+    std = scores.std()
+    z = (scores - scores.mean()) / std if torch.isfinite(std) and std > 0 else torch.zeros_like(scores)
+    return {
+        "dataset": cfg.DATASET.NAME, "model": cfg.MODEL.BACKBONE.NAME, "shots": cfg.DATASET.NUM_SHOTS,
+        "seed": cfg.SEED, "tau": tau, "images": [d.relpath or d.impath for d in items], "classnames": classnames,
+        "prompts_file": prompt_file(cfg.DATASET.NAME, prompts_dir),
+        "prompts": [
+            {"index": i, "score": float(scores[i]), "z": float(z[i]), "kept": bool(keep[i]),
+             "sentences": {c: ensemble[k][i] for k, c in enumerate(classnames)}}
+            for i in range(n_prompts)
+        ],
+    }
+
+
+def format_table(result: dict, show_class: str | None = None, width: int = 80) -> str:
+    classnames = result["classnames"]
+    show = show_class or classnames[0]
+    if show not in classnames:
+        raise UserError(f"--show-class '{show}' is not a class of {result['dataset']}: {classnames}.")
+    prompts = result["prompts"]
+    kept = sum(p["kept"] for p in prompts)
+    lines = [
+        f"{result['dataset']} / {result['model']}: {len(result['images'])} training image(s) of the "
+        f"{result['shots']}-shot seed-{result['seed']} subset, tau {result['tau']}, prompts from "
+        f"{os.path.relpath(result['prompts_file'])}",
+        f"kept {kept} of {len(prompts)} prompt(s); score = mean over images of max over classes of "
+        "scale*cos(image, prompt); z = (score - mean) / std",
+        "",
+        f"{'idx':>4}  {'score':>9}  {'z':>6}  {'status':<7}  sentence of '{show}'",
+    ]
+    for p in prompts:
+        status = "keep" if p["kept"] else "DROP"
+        text = p["sentences"][show]
+        text = text if len(text) <= width else text[: width - 3] + "..."
+        lines.append(f"{p['index']:>4}  {p['score']:>9.4f}  {p['z']:>6.2f}  {status:<7}  {text}")
+    dropped = [p for p in prompts if not p["kept"]]
+    if dropped:
+        lines += ["", "Dropped prompts (index: the sentence of every class):"]
+        for p in dropped:
+            lines.append(f"  [{p['index']}] score {p['score']:.4f}, z {p['z']:+.2f}")
+            lines += [f"      {c}: {s}" for c, s in p["sentences"].items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = build_cfg(args)
+        result = inspect(cfg, args.prompts_dir, args.images, use_cache=not args.no_cache)
+        print(format_table(result, args.show_class))
+        if args.json_out:
+            write_json(result, args.json_out)
+            print(f"\nwrote {args.json_out}")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
