@@ -158,3 +158,19 @@ def test_fewshot_keeps_small_groups_whole():
     random.seed(0)
     out = generate_fewshot_dataset(items, 4)
     assert sum(d.label == 0 for d in out) == 2 and sum(d.label == 1 for d in out) == 4
+
+
+def test_prompt_ensemble_loads_in_class_order_and_names_a_short_class(tmp_path):
+    from engine.prompts import load_ensemble
+
+    classes = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain"]
+    ensemble = load_ensemble("BTMRI", classes, 50)
+    assert [len(s) for s in ensemble] == [50] * 4
+    assert "glioma" in " ".join(ensemble[0]).lower() and "meningioma" in " ".join(ensemble[1]).lower()
+    short = {"dataset": "BTMRI", "modality": "MRI", "classes": {c: ["one.", "two."] for c in classes}}
+    short["classes"]["normal brain"] = ["only one."]
+    (tmp_path / "BTMRI.json").write_text(json.dumps(short))
+    with pytest.raises(UserError, match="class 'normal brain' has 1 prompts but N_PROMPTS is 2"):
+        load_ensemble("BTMRI", classes, 2, directory=str(tmp_path))
+    with pytest.raises(UserError, match=r"no prompts for class\(es\) \['kidney stone'\]"):
+        load_ensemble("BTMRI", ["kidney stone"], 1, directory=str(tmp_path))
