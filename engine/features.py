@@ -94,7 +94,7 @@ class FeatureCache:
         )
         get_logger().info(f"Encoding {len(jobs)} image view(s) for {desc} with {backbone.name}")
         start = 0
-        for images in tqdm(loader, desc=desc, unit="batch", leave=False):
+        for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
             feats = backbone.encode_image(images.to(self.device)).float().cpu()
             for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
                 tables[view][item.relpath or item.impath] = feat.clone()

@@ -299,7 +299,7 @@ class TrainerX:
     # ----- loop ---------------------------------------------------------------------------------
     def train(self) -> dict | None:
         self.before_train()
-        epochs = tqdm(range(self.start_epoch, self.max_epoch), desc="epochs", unit="epoch", leave=False,
+        epochs = tqdm(range(self.start_epoch, self.max_epoch), desc="epochs", unit="epoch", leave=False, disable=None,
                       initial=self.start_epoch, total=self.max_epoch)
         for self.epoch in epochs:
             losses = self.run_epoch()
@@ -368,7 +368,7 @@ class TrainerX:
                 outputs.append(self.model_inference(feats[start : start + bs].to(self.device)).float().cpu())
         else:
             loader = self.dm.val_loader if split == "val" else self.dm.test_loader
-            for batch in tqdm(loader, desc=f"{split} set", leave=False):
+            for batch in tqdm(loader, desc=f"{split} set", leave=False, disable=None):
                 outputs.append(self.model_inference(self.image_features(batch)).float().cpu())
         report = classification_report(torch.cat(outputs), labels, self.classnames)
         self.logger.info(f"Evaluate on the *{split}* set")
