@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from engine.data import DatasetBase, data_to_rows, load_or_make_fewshot, rows_to_data, subsample_classes
 from engine.errors import UserError
+from engine.registry import DATASET_REGISTRY
 from engine.utils import get_logger, read_json, write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -75,7 +76,16 @@ class SplitJsonDataset(DatasetBase):
         self.split_path = os.path.join(self.dataset_dir, f"split_{name}.json")
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         if not os.path.isdir(self.dataset_dir):
-            hint = f"python tools/download_data.py {name} --root {cfg.DATASET.ROOT or 'DATA'}"
+            data_root = cfg.DATASET.ROOT or "DATA"
+            if self.spec is None:
+                raise UserError(
+                    f"Dataset folder not found: {self.dataset_dir}. '{name}' is not a benchmark "
+                    f"({', '.join(DATASET_REGISTRY.registered_names())}); to use your own images run "
+                    f"`python tools/prepare_dataset.py --folder DIR --name {name} --root {data_root}` "
+                    "(docs/own_data.md), or point --root at the folder that contains "
+                    f"{name}/."
+                )
+            hint = f"python tools/download_data.py {name} --root {data_root}"
             raise UserError(
                 f"Dataset folder not found: {self.dataset_dir}. Download it with `{hint}` "
                 f"or point --root at the folder that contains {name}/."

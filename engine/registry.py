@@ -14,6 +14,8 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, object] = {}
+        # Optional name -> entry (or None) for names nobody registered; datasets/ sets one for the user's own data.
+        self.fallback: Callable[[str], object | None] | None = None
 
     def register(self, obj: T | None = None, name: str | None = None) -> T | Callable[[T], T]:
         """Register `obj` under `name` (default: its __name__); usable as @REG.register()."""
@@ -29,6 +31,9 @@ class Registry:
 
     def get(self, name: str):
         if name not in self._items:
+            found = self.fallback(name) if self.fallback else None
+            if found is not None:
+                return found
             raise UserError(
                 f"Unknown {self.kind} '{name}'. Valid names: {', '.join(self.registered_names())}."
             )

@@ -1,0 +1,249 @@
+"""Check a dataset before training: every problem at once, each naming the file or class.
+
+    python tools/check_data.py BTMRI --root DATA
+    python tools/check_data.py MyScans --root DATA      # a dataset made by tools/prepare_dataset.py
+
+Reads DATA/NAME/split_NAME.json and reports missing images, images that cannot be decoded (PIL verify,
+then a full load, so truncated files are caught), label/class-string inconsistencies, class strings that
+differ from the benchmark declaration (datasets/benchmarks.py), and classes without prompts in
+clip_prompts/NAME.json (needed by BiomedCoOp). Exit status: 0 no problems (warnings allowed),
+1 problems found, 2 the check could not run (no such dataset folder or split file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import _bootstrap  # noqa: F401
+from PIL import Image
+from tqdm import tqdm
+
+from datasets.benchmarks import BENCHMARKS
+from engine.errors import UserError
+from engine.prompts import prompt_file, read_prompt_file
+from engine.utils import read_json
+
+SPLITS = ("train", "val", "test")
+DEFAULT_N_PROMPTS = 50  # TRAINER.BIOMEDCOOP.N_PROMPTS default (FACTS 4.1)
+
+
+@dataclass
+class Report:
+    name: str
+    dataset_dir: str
+    n_listed: int = 0
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def resolve_name(name: str) -> tuple[str, object]:
+    """(DATASET.NAME, spec or None): a benchmark by any spelling, otherwise the user's own dataset name."""
+    key = name.lower()
+    for spec in BENCHMARKS.values():
+        if key in (spec.name.lower(), spec.config):
+            return spec.name, spec
+    return name, None
+
+
+def image_problem(path: str) -> str | None:
+    """None if PIL can verify and fully decode the file, else why not."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+        with Image.open(path) as img:
+            img.verify()
+        with Image.open(path) as img:
+            img.load()
+    except Exception as err:  # PIL raises many types for bad files; every one of them is a bad image
+        return f"{err.__class__.__name__}: {err}"
+    return None
+
+
+def read_rows(split_path: str, report: Report) -> dict[str, list] | None:
+    try:
+        data = read_json(split_path)
+    except ValueError as err:
+        report.problems.append(f"{split_path}: not valid JSON ({err}); delete it and recreate it")
+        return None
+    if not isinstance(data, dict) or any(not isinstance(data.get(k), list) for k in SPLITS):
+        report.problems.append(f"{split_path}: expected {{'train': [...], 'val': [...], 'test': [...]}}")
+        return None
+    rows = {}
+    for part in SPLITS:
+        good = []
+        for i, row in enumerate(data[part]):
+            ok = (isinstance(row, list) and len(row) == 3 and isinstance(row[0], str)
+                  and isinstance(row[1], int) and isinstance(row[2], str))
+            if ok:
+                good.append(row)
+            else:
+                report.problems.append(
+                    f"{split_path}: {part}[{i}] = {row!r} is not [relative_path, integer_label, classname]"
+                )
+        rows[part] = good
+    return rows
+
+
+def check_classes(rows: dict[str, list], spec, report: Report, split_path: str) -> list[str]:
+    """Label <-> class-string consistency and, for a benchmark, the declared strings. Returns the class list."""
+    names_of: dict[int, Counter] = defaultdict(Counter)
+    for part in SPLITS:
+        for _, label, classname in rows[part]:
+            names_of[label][classname] += 1
+    for label, names in sorted(names_of.items()):
+        if len(names) > 1:
+            report.problems.append(f"{split_path}: label {label} is used with several class strings {dict(names)}")
+    labels = sorted(names_of)
+    classnames = [names_of[label].most_common(1)[0][0] for label in labels]
+    if labels != list(range(len(labels))):
+        report.problems.append(f"{split_path}: labels must be 0..{len(labels) - 1} without gaps; found {labels}")
+    train_labels = {label for _, label, _ in rows["train"]}
+    for label in labels:
+        if label not in train_labels:
+            report.problems.append(
+                f"{split_path}: class {label} '{names_of[label].most_common(1)[0][0]}' has no train image "
+                "(the class list is read from train)"
+            )
+    seen_for_name: dict[str, int] = {}
+    for label, name in zip(labels, classnames):
+        if name in seen_for_name:
+            report.problems.append(f"{split_path}: labels {seen_for_name[name]} and {label} share the class '{name}'")
+        seen_for_name.setdefault(name, label)
+    if spec is not None:
+        declared = list(spec.classnames)
+        if classnames != declared:
+            report.problems.append(
+                f"{split_path}: class strings in label order are {classnames}, but datasets/benchmarks.py declares "
+                f"{declared} for {spec.name}; use the original split file (tools/download_data.py {spec.name})"
+            )
+        counts = {part: len(rows[part]) for part in SPLITS}
+        if spec.counts and counts != spec.counts:
+            report.warnings.append(f"{split_path}: {counts} images per split; the published split has {spec.counts}")
+    for part in SPLITS:
+        for relpath, label, classname in rows[part]:
+            folder = relpath.split("/", 1)[0]
+            if "/" in relpath and folder != classname.replace(" ", "_"):
+                report.warnings.append(
+                    f"{relpath}: class folder '{folder}' differs from its class string '{classname}' (label {label})"
+                )
+                break  # one example per split is enough
+    return classnames
+
+
+def check_prompts(name: str, classnames: list[str], report: Report, prompts_dir: str | None) -> None:
+    path = prompt_file(name, prompts_dir)
+    if not os.path.isfile(path):
+        report.warnings.append(
+            f"no prompt ensemble at {path}: CoOp and the other methods run, BiomedCoOp does not. Make one with "
+            f"`python tools/generate_prompts.py --from-dataset ...` (see docs/own_data.md)"
+        )
+        return
+    try:
+        classes = read_prompt_file(path)["classes"]
+    except UserError as err:
+        report.problems.append(str(err))
+        return
+    lookup = {k.lower(): v for k, v in classes.items()}  # the matching rule of engine.prompts.load_ensemble
+    for c in classnames:
+        sentences = lookup.get(c.replace("_", " ").lower())
+        if sentences is None:
+            report.problems.append(f"{path}: no prompts for class '{c}'; its classes are {list(classes)}")
+        elif len(sentences) < DEFAULT_N_PROMPTS:
+            report.warnings.append(
+                f"{path}: class '{c}' has {len(sentences)} prompts, fewer than the default "
+                f"TRAINER.BIOMEDCOOP.N_PROMPTS {DEFAULT_N_PROMPTS}"
+            )
+    wanted = {c.replace("_", " ").lower() for c in classnames}
+    extra = [k for k in classes if k.lower() not in wanted]
+    if extra:
+        report.warnings.append(f"{path}: prompts for classes the dataset does not have: {extra}")
+
+
+def check_dataset(name: str, root: str, images: bool = True, workers: int = 8,
+                  prompts_dir: str | None = None, progress: bool = True) -> Report:
+    name, spec = resolve_name(name)
+    root = os.path.abspath(os.path.expanduser(root))
+    dataset_dir = os.path.join(root, name)
+    image_dir = os.path.join(dataset_dir, name)
+    split_path = os.path.join(dataset_dir, f"split_{name}.json")
+    report = Report(name, dataset_dir)
+    if not os.path.isdir(dataset_dir):
+        hint = f"python tools/download_data.py {name} --root {root}" if spec else \
+            f"python tools/prepare_dataset.py --folder DIR --name {name} --root {root}"
+        raise UserError(f"Dataset folder not found: {dataset_dir}. Create it with `{hint}` or fix --root.")
+    if not os.path.isfile(split_path):
+        raise UserError(f"No split file at {split_path}: the dataset is not prepared (see docs/own_data.md).")
+    rows = read_rows(split_path, report)
+    if rows is None:
+        return report
+    listed = [(part, row) for part in SPLITS for row in rows[part]]
+    report.n_listed = len(listed)
+    where: dict[str, list[str]] = defaultdict(list)
+    for part, row in listed:
+        where[row[0]].append(part)
+    for relpath, parts in where.items():
+        if len(parts) > 1:
+            report.problems.append(f"{relpath} is listed {len(parts)} times (in {', '.join(parts)})")
+    classnames = check_classes(rows, spec, report, split_path)
+    present = []
+    for relpath in where:
+        path = os.path.join(image_dir, relpath)
+        if os.path.isfile(path):
+            present.append(path)
+        else:
+            report.problems.append(f"missing file: {path}")
+    if images and present:
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = pool.map(image_problem, present, chunksize=64)
+            for path, problem in tqdm(zip(present, results), total=len(present), desc=f"images {name}",
+                                      unit="img", disable=not progress):
+                if problem:
+                    report.problems.append(f"unreadable image: {path} ({problem})")
+    check_prompts(name, classnames, report, prompts_dir)
+    return report
+
+
+def print_report(report: Report, out=None) -> None:
+    out = out or sys.stdout
+    print(f"{report.name}: {report.n_listed} images listed in {report.dataset_dir}", file=out)
+    for title, items in (("problems", report.problems), ("warnings", report.warnings)):
+        if items:
+            print(f"{len(items)} {title}:", file=out)
+            for item in items:
+                print(f"  {item}", file=out)
+    if report.ok:
+        print("OK: no problems found.", file=out)
+    else:
+        kinds = Counter(p.split(":", 1)[0] if p.startswith(("missing file", "unreadable image")) else "other"
+                        for p in report.problems)
+        print(f"FAILED: {len(report.problems)} problem(s) ({dict(kinds)}); fix them before training.", file=out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", help="benchmark (BTMRI, busi, ...) or your own dataset's NAME")
+    p.add_argument("--root", required=True, help="data root that holds NAME/")
+    p.add_argument("--no-images", action="store_true", help="only check that files exist (skip decoding)")
+    p.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1), help="threads decoding images")
+    p.add_argument("--prompts-dir", default=None, help="folder of prompt ensembles (default clip_prompts/)")
+    args = p.parse_args(argv)
+    try:
+        report = check_dataset(args.dataset, args.root, not args.no_images, args.workers, args.prompts_dir)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print_report(report)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""Download and unpack benchmarks into the layout the readers expect (FACTS 1.5).
+
+    python tools/download_data.py BTMRI BUSI --root DATA
+    python tools/download_data.py all --root DATA
+
+For each NAME: skip it when DATA/NAME/split_NAME.json and every image it lists are present; otherwise
+fetch DATA/NAME.zip from the HuggingFace mirror (falling back to the dataset's Google Drive id through
+gdown), check the archive, unpack it into a temporary folder and move DATA/NAME/NAME and
+DATA/NAME/split_NAME.json into place. The download goes to DATA/NAME.zip.part and resumes with an HTTP
+Range request when rerun; the zip is only named DATA/NAME.zip once complete. A zip already at DATA/NAME.zip
+(fetched by hand) is used as is. Base URL: --base-url or $BIOMEDCOOP_DATA_URL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+
+import _bootstrap  # noqa: F401
+from tqdm import tqdm
+
+from datasets.benchmarks import BENCHMARKS, spec_for
+from engine.errors import UserError
+
+DEFAULT_BASE_URL = "https://huggingface.co/datasets/TahaKoleilat/BiomedCoOp/resolve/main"
+BASE_URL_ENV = "BIOMEDCOOP_DATA_URL"
+CHUNK = 1 << 20
+TIMEOUT_S = 60
+
+
+class DownloadFailed(Exception):
+    """A network-side failure: worth trying the next source, then reported as a UserError."""
+
+
+def is_complete(root: str, name: str) -> bool:
+    """True when the split file is present, valid, and every image it lists exists."""
+    dataset_dir = os.path.join(root, name)
+    split_path = os.path.join(dataset_dir, f"split_{name}.json")
+    image_dir = os.path.join(dataset_dir, name)
+    if not (os.path.isfile(split_path) and os.path.isdir(image_dir)):
+        return False
+    try:
+        with open(split_path, encoding="utf-8") as f:
+            split = json.load(f)
+        rows = [row for key in ("train", "val", "test") for row in split[key]]
+        return all(os.path.isfile(os.path.join(image_dir, row[0])) for row in rows)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
+
+
+def http_download(url: str, part: str, desc: str) -> None:
+    """Fetch url into `part`, resuming from its current size when the server honours Range."""
+    have = os.path.getsize(part) if os.path.isfile(part) else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "biomedcoop-toolkit"})
+    if have:
+        request.add_header("Range", f"bytes={have}-")
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as err:
+        if err.code == 416 and have:  # nothing left to fetch: the part is (probably) whole; the zip test decides
+            return
+        raise DownloadFailed(f"{url}: HTTP {err.code} {err.reason}") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise DownloadFailed(f"{url}: {getattr(err, 'reason', err)}") from err
+    with response:
+        resumed = have and response.status == 206
+        if have and not resumed:
+            have = 0  # the server sent the whole file: start over
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length is not None else None
+        with open(part, "ab" if resumed else "wb") as out, tqdm(
+            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=desc
+        ) as bar:
+            try:
+                while chunk := response.read(CHUNK):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, urllib.error.URLError) as err:
+                raise DownloadFailed(f"{url}: connection lost after {bar.n} bytes ({err})") from err
+    size = os.path.getsize(part)
+    if total is not None and size < total:
+        raise DownloadFailed(f"{url}: connection closed after {size} of {total} bytes")
+
+
+def gdrive_download(file_id: str, part: str) -> None:
+    try:
+        import gdown  # lazy: only this fallback needs it
+    except ImportError as err:
+        raise DownloadFailed("gdown is not installed (pip install gdown) for the Google Drive fallback") from err
+    try:
+        result = gdown.download(id=file_id, output=part, quiet=False, resume=True)
+    except Exception as err:  # gdown raises many kinds of errors; any of them means this source failed
+        raise DownloadFailed(f"Google Drive id {file_id}: {err}") from err
+    if not result or not os.path.isfile(part):
+        raise DownloadFailed(f"Google Drive id {file_id}: nothing was downloaded")
+
+
+def check_zip(path: str) -> str | None:
+    """None when the archive reads back intact, else what is wrong with it."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        return f"not a readable zip archive ({err})"
+    return f"corrupt member {bad}" if bad else None
+
+
+def fetch_zip(spec, root: str, base_url: str, use_gdrive: bool) -> str:
+    """DATA/NAME.zip, complete and checked; downloaded unless already there."""
+    zip_path = os.path.join(root, f"{spec.name}.zip")
+    if os.path.isfile(zip_path):
+        problem = check_zip(zip_path)
+        if problem is None:
+            return zip_path
+        raise UserError(f"{zip_path} is {problem}. Delete it and run this command again to download it anew.")
+    part = zip_path + ".part"
+    url = f"{base_url.rstrip('/')}/{spec.name}.zip"
+    failures = []
+    # Each source resumes only its own partial file.
+    sources = [("HuggingFace", part, lambda p: http_download(url, p, spec.name))]
+    if use_gdrive and spec.gdrive_id:
+        # gdown keeps its own resumable partial file beside this name and renames it here when complete.
+        sources.append(("Google Drive", zip_path + ".gdrive", lambda p: gdrive_download(spec.gdrive_id, p)))
+    for label, target, download in sources:
+        try:
+            download(target)
+        except DownloadFailed as err:
+            failures.append(f"{label}: {err}")
+            continue
+        problem = check_zip(target)
+        if problem is None:
+            os.replace(target, zip_path)
+            return zip_path
+        os.remove(target)  # a damaged download is not worth resuming
+        failures.append(f"{label}: the downloaded file is {problem}")
+    gdrive = f" or https://drive.google.com/uc?id={spec.gdrive_id}" if spec.gdrive_id else ""
+    resume = f" (the partial download {part} resumes then)" if os.path.isfile(part) else ""
+    raise UserError(
+        f"Could not download {spec.name}:\n  " + "\n  ".join(failures) + "\n"
+        f"Fetch {url}{gdrive} by hand and save it as {zip_path}, or run this command again{resume}."
+    )
+
+
+def find_dataset_folder(tree: str, name: str) -> str:
+    """The folder inside an unpacked archive that holds split_NAME.json and the image folder NAME/."""
+    for here, dirs, files in os.walk(tree):
+        dirs[:] = [d for d in dirs if d != "__MACOSX"]
+        if f"split_{name}.json" in files and name in dirs:
+            return here
+        if os.path.relpath(here, tree).count(os.sep) >= 2:
+            dirs[:] = []
+    raise UserError(
+        f"The {name} archive does not contain {name}/split_{name}.json beside the image folder {name}/{name}/; "
+        "it is not a BiomedCoOp benchmark archive."
+    )
+
+
+def unpack(spec, zip_path: str, root: str) -> None:
+    """Unpack into a temporary folder, then move the image folder and split file into DATA/NAME/."""
+    name = spec.name
+    dataset_dir = os.path.join(root, name)
+    for stale in os.listdir(root):  # left by an unpack that was killed
+        if stale.startswith(f".{name}.unpack-"):
+            shutil.rmtree(os.path.join(root, stale), ignore_errors=True)
+    tmp = tempfile.mkdtemp(prefix=f".{name}.unpack-", dir=root)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = zf.infolist()
+            for member in tqdm(members, desc=f"unpack {name}", unit="file"):
+                zf.extract(member, tmp)
+        src = find_dataset_folder(tmp, name)
+        if not os.path.isdir(dataset_dir):
+            os.replace(src, dataset_dir)  # one rename: the dataset appears whole or not at all
+            return
+        # An earlier, incomplete copy: swap in the new images and split; keep few-shot and feature caches.
+        image_dir = os.path.join(dataset_dir, name)
+        if os.path.exists(image_dir):
+            os.replace(image_dir, os.path.join(tmp, "old-images"))
+        os.replace(os.path.join(src, name), image_dir)
+        os.replace(os.path.join(src, f"split_{name}.json"), os.path.join(dataset_dir, f"split_{name}.json"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download(name: str, root: str, base_url: str = DEFAULT_BASE_URL, use_gdrive: bool = True,
+             keep_zip: bool = False) -> str:
+    """Make DATA/NAME complete; returns what was done ('present' or 'downloaded')."""
+    spec = spec_for(name)
+    os.makedirs(root, exist_ok=True)
+    if is_complete(root, spec.name):
+        return "present"
+    zip_path = fetch_zip(spec, root, base_url, use_gdrive)
+    unpack(spec, zip_path, root)
+    if not is_complete(root, spec.name):
+        raise UserError(
+            f"{zip_path} unpacked, but images listed in {root}/{spec.name}/split_{spec.name}.json are missing. "
+            f"Run `python tools/check_data.py {spec.name} --root {root}` for the list."
+        )
+    if not keep_zip:
+        os.remove(zip_path)
+    return "downloaded"
+
+
+def expand_names(names: list[str]) -> list[str]:
+    if any(n.lower() == "all" for n in names):
+        return list(BENCHMARKS)
+    return list(dict.fromkeys(spec_for(n).name for n in names))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("datasets", nargs="+", metavar="DATASET", help="benchmark names (BTMRI, busi, ...) or 'all'")
+    p.add_argument("--root", required=True, help="data root; NAME/ is created inside it")
+    p.add_argument("--base-url", default=os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
+                   help=f"where NAME.zip lives (default ${BASE_URL_ENV} or {DEFAULT_BASE_URL})")
+    p.add_argument("--no-gdrive", action="store_true", help="do not fall back to Google Drive (gdown)")
+    p.add_argument("--keep-zip", action="store_true", help="keep DATA/NAME.zip after unpacking")
+    args = p.parse_args(argv)
+    try:
+        for name in expand_names(args.datasets):
+            status = download(name, args.root, args.base_url, not args.no_gdrive, args.keep_zip)
+            where = os.path.join(args.root, name)
+            print(f"{name}: {'already complete' if status == 'present' else 'ready'} in {where}")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; run the same command again to resume the download", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
