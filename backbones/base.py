@@ -7,6 +7,7 @@ text from ids, encode text from (spliced) token embeddings, logit scale, widths,
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 
@@ -16,6 +17,13 @@ from torch import nn
 from engine.errors import UserError
 
 WEIGHTS_ENV = "BIOMEDCOOP_WEIGHTS_DIR"
+CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
+
+
+def load_family_config(name: str) -> dict:
+    """A model's configuration, kept as data in backbones/configs/<name>.json."""
+    with open(os.path.join(CONFIG_DIR, f"{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 class Backbone(nn.Module):

@@ -15,17 +15,11 @@ import open_clip
 import torch
 from open_clip.tokenizer import HFTokenizer
 
-from backbones.base import Backbone, hub_reachable, missing_weights_error, weights_dir
+from backbones.base import Backbone, hub_reachable, load_family_config, missing_weights_error, weights_dir
 from backbones.twins import bert_folder, seeded, toy_vocab
 from engine.registry import BACKBONE_REGISTRY
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
 WEIGHT_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors")
-
-
-def load_family_config(name: str) -> dict:
-    with open(os.path.join(CONFIG_DIR, f"{name}.json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 class HFTextCLIP(Backbone):

@@ -1,0 +1,63 @@
+"""Fetch every file a model family needs into DIR/<Model>/, on a machine with internet.
+
+    python tools/download_weights.py BiomedCLIP CLIP --dir WEIGHTS
+    python tools/download_weights.py all --dir WEIGHTS
+
+Then copy WEIGHTS to the offline machine and `export BIOMEDCOOP_WEIGHTS_DIR=WEIGHTS` (or pass
+`MODEL.BACKBONE.PATH WEIGHTS` to train.py). Files already complete are skipped, so an interrupted
+run can simply be repeated. Sizes are checked, and SHA-256 where the source publishes it. The
+folder layout and the sources are listed in docs/offline.md and backbones/configs/<Model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+
+from backbones.base import WEIGHTS_ENV
+from backbones.weights import HF_ENDPOINT_ENV, OPENAI_ENDPOINT_ENV, download, downloadable_models
+from engine.errors import UserError
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    models = downloadable_models()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=f"one or more of: {', '.join(models)}, or all")
+    parser.add_argument("--dir", required=True, help="folder to write <MODEL>/ folders into")
+    parser.add_argument("--hf-endpoint", default="", help=f"Hugging Face base URL (default ${HF_ENDPOINT_ENV}, "
+                        "$HF_ENDPOINT or https://huggingface.co)")
+    parser.add_argument("--openai-endpoint", default="", help=f"base URL of OpenAI's CLIP files (default "
+                        f"${OPENAI_ENDPOINT_ENV} or https://openaipublic.azureedge.net)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if "all" in args.models:
+        args.models = models
+    unknown = [m for m in args.models if m not in models]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(models)} or all")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    root = os.path.abspath(os.path.expanduser(args.dir))
+    overrides = {"hf": args.hf_endpoint, "openai": args.openai_endpoint}
+    try:
+        for model in args.models:
+            folder = download(model, root, overrides, progress=not args.quiet)
+            print(f"{model}: complete in {folder}")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Copy {root} to the offline machine, then: export {WEIGHTS_ENV}={root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
