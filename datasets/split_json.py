@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from engine.data import DatasetBase, data_to_rows, load_or_make_fewshot, rows_to_data, subsample_classes
 from engine.errors import UserError
-from engine.registry import DATASET_REGISTRY
 from engine.utils import get_logger, read_json, write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -76,20 +75,7 @@ class SplitJsonDataset(DatasetBase):
         self.split_path = os.path.join(self.dataset_dir, f"split_{name}.json")
         self.split_fewshot_dir = os.path.join(self.dataset_dir, "split_fewshot")
         if not os.path.isdir(self.dataset_dir):
-            data_root = cfg.DATASET.ROOT or "DATA"
-            if self.spec is None:
-                raise UserError(
-                    f"Dataset folder not found: {self.dataset_dir}. '{name}' is not a benchmark "
-                    f"({', '.join(DATASET_REGISTRY.registered_names())}); to use your own images run "
-                    f"`python tools/prepare_dataset.py --folder DIR --name {name} --root {data_root}` "
-                    "(docs/own_data.md), or point --root at the folder that contains "
-                    f"{name}/."
-                )
-            hint = f"python tools/download_data.py {name} --root {data_root}"
-            raise UserError(
-                f"Dataset folder not found: {self.dataset_dir}. Download it with `{hint}` "
-                f"or point --root at the folder that contains {name}/."
-            )
+            raise UserError(f"Dataset folder not found: {self.dataset_dir}. {self.how_to_get(name, cfg.DATASET.ROOT)}")
         train, val, test = self.read_split()
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots >= 1:
@@ -98,6 +84,10 @@ class SplitJsonDataset(DatasetBase):
             )
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
+
+    def how_to_get(self, name: str, root: str) -> str:
+        hint = f"python tools/download_data.py {name} --root {root or 'DATA'}"
+        return f"Download it with `{hint}` or point --root at the folder that contains {name}/."
 
     def read_split(self):
         if not os.path.isfile(self.split_path):

@@ -46,9 +46,11 @@ def read_prompt_file(path: str) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError as err:
+        name = os.path.splitext(os.path.basename(path))[0]
         raise UserError(
             f"No prompt ensemble at {path}. Write one (see clip_prompts/README.md) or generate it with "
-            "`python tools/generate_prompts.py --from-dataset ...`."
+            f"`python tools/generate_prompts.py --from-dataset {name} --root DATA --modality \"...\"`; "
+            "the other methods need no ensemble."
         ) from err
     except OSError as err:
         raise UserError(f"Cannot read the prompt file {path}: {err}") from err

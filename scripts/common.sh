@@ -22,6 +22,15 @@ dataset_config() {  # dataset_config DATASET -> path of configs/datasets/<datase
     echo "$cfg"
 }
 
+per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, else DIR/default.yaml
+    local cfg="$1/${2,,}.yaml"
+    if [ ! -f "$cfg" ]; then
+        echo "note: no $cfg; using $1/default.yaml (copy a similar benchmark's config there to tune)" >&2
+        cfg="$1/default.yaml"
+    fi
+    echo "$cfg"
+}
+
 # few_shot METHOD CONFIG DATA DATASET SHOTS MODEL
 few_shot() {
     local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6

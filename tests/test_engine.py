@@ -84,9 +84,13 @@ def test_trainer_names_split_into_method_and_backbone():
         split_trainer_name("CoOp_NoSuchModel")
 
 
-def test_unknown_dataset_lists_valid_names():
-    with pytest.raises(UserError, match="Unknown dataset 'BTMR'.*BTMRI"):
-        DATASET_REGISTRY.get("BTMR")
+def test_unknown_dataset_lists_valid_names(tmp_path):
+    cfg = get_cfg_default()
+    cfg.DATASET.ROOT, cfg.DATASET.NAME = str(tmp_path), "BTMR"
+    with pytest.raises(UserError, match="Did you mean the benchmark BTMRI.*prepare_dataset"):
+        DATASET_REGISTRY.get("BTMR")(cfg)
+    with pytest.raises(UserError, match="Unknown dataset 'no such'.*BTMRI"):
+        DATASET_REGISTRY.get("no such")
 
 
 def dassl_fewshot(items, k):

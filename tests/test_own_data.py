@@ -115,7 +115,7 @@ def test_prepare_from_csv_with_mapping(folder, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--name", "BUSI"], "benchmark name BUSI"),
-    (["--name", "busi2"], "benchmark name BUSI"),
+    (["--name", "btmri"], "benchmark name BTMRI"),
     (["--name", "my scans"], "use letters, digits"),
     (["--name", "Ok", "--split", "50/20"], "three non-negative numbers"),
     (["--name", "Ok", "--classnames", "/nonexistent.json"], "--classnames file not found"),
@@ -169,8 +169,8 @@ def test_existing_dataset_needs_force_and_failure_leaves_nothing(folder, tmp_pat
 
 
 def test_unknown_names(tmp_path):
-    with pytest.raises(UserError, match="Unknown dataset 'BTMR'"):
-        DATASET_REGISTRY.get("BTMR")
+    with pytest.raises(UserError, match="Did you mean the benchmark BTMRI"):
+        load(str(tmp_path), "BTMR")
     with pytest.raises(UserError, match="not a benchmark.*tools/prepare_dataset.py --folder DIR --name Nowhere"):
         load(str(tmp_path), "Nowhere")
 

@@ -2,4 +2,4 @@
 # usage: bash scripts/biomedcoop/few_shot.sh DATA DATASET SHOTS MODEL   (seeds 1 2 3)
 source "$(dirname "$0")/../common.sh"
 usage_check 4 $# "bash scripts/biomedcoop/few_shot.sh DATA DATASET SHOTS MODEL"
-few_shot BiomedCoOp "$REPO/configs/trainers/BiomedCoOp/few_shot/${2,,}.yaml" "$@"
+few_shot BiomedCoOp "$(per_dataset_config "$REPO/configs/trainers/BiomedCoOp/few_shot" "$2")" "$@"
