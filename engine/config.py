@@ -137,6 +137,8 @@ def _extend_trainer_cfg(cfg: CN) -> None:
     cfg.TRAINER.BIOMEDCOOP.KDSP_LAMBDA = 1.0
     cfg.TRAINER.BIOMEDCOOP.TAU = 1.5
     cfg.TRAINER.BIOMEDCOOP.N_PROMPTS = 50
+    # zscore: the reference's rule for BiomedCLIP, CLIP and PubMedCLIP; abs_zscore: its PMC-CLIP rule.
+    cfg.TRAINER.BIOMEDCOOP.SELECTION = "zscore"
 
     cfg.TRAINER.KGCOOP = _prompt_cfg("a photo of a")
     cfg.TRAINER.KGCOOP.W = 1.0

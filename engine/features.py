@@ -94,9 +94,12 @@ class FeatureCache:
         )
         get_logger().info(f"Encoding {len(jobs)} image view(s) for {desc} with {backbone.name}")
         start = 0
-        for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-            feats = backbone.encode_image(images.to(self.device)).float().cpu()
-            for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
-                tables[view][item.relpath or item.impath] = feat.clone()
-            start += len(feats)
+        # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
+        # randomness the same whether its features were cached or computed just now.
+        with torch.random.fork_rng(devices=[]):
+            for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
+                feats = backbone.encode_image(images.to(self.device)).float().cpu()
+                for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
+                    tables[view][item.relpath or item.impath] = feat.clone()
+                start += len(feats)
         backbone.train(was_training)

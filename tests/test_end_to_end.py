@@ -66,7 +66,9 @@ def final_ctx(out, epochs=3):
 
 
 def test_interrupted_run_resumes_to_the_same_result(synthetic_btmri, tmp_path, monkeypatch):
-    assert train.main(train_args(synthetic_btmri, tmp_path / "straight")) == 0
+    # The PMC-CLIP selection rule here, so both selection paths train end to end.
+    extra = ["TRAINER.BIOMEDCOOP.SELECTION", "abs_zscore"]
+    assert train.main(train_args(synthetic_btmri, tmp_path / "straight", extra=extra)) == 0
 
     original = TrainerX.after_epoch
 
@@ -77,10 +79,10 @@ def test_interrupted_run_resumes_to_the_same_result(synthetic_btmri, tmp_path, m
 
     monkeypatch.setattr(TrainerX, "after_epoch", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
-        train.main(train_args(synthetic_btmri, tmp_path / "resumed"))
+        train.main(train_args(synthetic_btmri, tmp_path / "resumed", extra=extra))
     assert (tmp_path / "resumed" / "resume.pth").exists()
     monkeypatch.setattr(TrainerX, "after_epoch", original)
-    assert train.main(train_args(synthetic_btmri, tmp_path / "resumed")) == 0
+    assert train.main(train_args(synthetic_btmri, tmp_path / "resumed", extra=extra)) == 0
     assert torch.equal(final_ctx(tmp_path / "straight"), final_ctx(tmp_path / "resumed"))
     straight = json.load(open(tmp_path / "straight" / "results.json"))
     resumed = json.load(open(tmp_path / "resumed" / "results.json"))
@@ -117,11 +119,16 @@ def test_training_never_runs_the_image_tower(synthetic_btmri, tmp_path, monkeypa
     calls.clear()
     assert train.main(train_args(synthetic_btmri, tmp_path / "again", extra=["FEATURES.CACHE_DIR", str(cache)])) == 0
     assert calls == []  # a second run reuses every cached feature
+    # ... and trains to the very same context: a warm cache does not shift the RNG stream.
+    assert torch.equal(final_ctx(out), final_ctx(tmp_path / "again"))
 
 
 def test_user_errors_exit_2_with_one_message(synthetic_btmri, tmp_path, capsys):
     assert train.main(train_args(synthetic_btmri, tmp_path / "x", trainer="NoSuch_TinyBiomedCLIP")) == 2
     assert "Unknown trainer" in capsys.readouterr().err
+    bad = train_args(synthetic_btmri, tmp_path / "z", extra=["TRAINER.BIOMEDCOOP.SELECTION", "mad"])
+    assert train.main(bad) == 2
+    assert "SELECTION must be zscore or abs_zscore" in capsys.readouterr().err
     assert train.main(train_args(str(tmp_path / "empty"), tmp_path / "y")) == 2
     err = capsys.readouterr().err
     assert "Dataset folder not found" in err and "download_data.py" in err

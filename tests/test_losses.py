@@ -61,3 +61,11 @@ def test_zero_mad_gives_a_mask_not_nan():
 
 def test_identical_scores_keep_every_prompt():
     assert select_prompts(torch.full((50,), 3.0), 1.5).all()
+
+
+def test_pmcclip_variant_drops_a_prompt_at_the_median():
+    # |dev| / MAD = (1,1,1,0,1,1,1): mean 6/7, sample std 1/sqrt(7); the median prompt scores -6/sqrt(7)
+    scores = torch.tensor([-10.0, -10.0, -10.0, 0.0, 10.0, 10.0, 10.0])
+    assert select_prompts(scores, 1.5).all()
+    assert select_prompts(scores, 1.5, absolute=True).tolist() == [True, True, True, False, True, True, True]
+    assert select_prompts(scores, 2.3, absolute=True).all()  # 6/sqrt(7) = 2.268

@@ -12,20 +12,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.errors import UserError
 from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
 from trainers.coop import PromptTrainer
 
 
-def select_prompts(scores: torch.Tensor, tau: float) -> torch.Tensor:
+def select_prompts(scores: torch.Tensor, tau: float, absolute: bool = False) -> torch.Tensor:
     """Boolean mask of the prompts kept by the reference's MAD z-score then z-score test.
 
     The second standardisation makes the MAD step irrelevant unless MAD is 0, where dividing by it
     gave the reference an all-False mask and a NaN teacher; that case uses MAD = 1 instead.
+    `absolute=True` is the reference's PMC-CLIP variant, |score - median| / MAD, which can also
+    drop prompts that sit unusually close to the median.
     """
     med = scores.median()
     mad = (scores - med).abs().median()
-    z = (scores - med) / (mad if mad > 0 else torch.ones_like(mad))
+    deviation = (scores - med).abs() if absolute else scores - med
+    z = deviation / (mad if mad > 0 else torch.ones_like(mad))
     std = z.std()
     if not torch.isfinite(std) or std == 0:
         return torch.ones_like(scores, dtype=torch.bool)  # all prompts score alike: none is an outlier
@@ -60,6 +64,12 @@ def kdsp_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tor
 class BiomedCoOp(PromptTrainer):
     cfg_key = "BIOMEDCOOP"
 
+    def check_cfg(self, cfg) -> None:
+        if cfg.TRAINER.BIOMEDCOOP.SELECTION not in ("zscore", "abs_zscore"):
+            raise UserError(
+                f"TRAINER.BIOMEDCOOP.SELECTION must be zscore or abs_zscore; got '{cfg.TRAINER.BIOMEDCOOP.SELECTION}'."
+            )
+
     def build_model(self) -> None:
         super().build_model()
         mcfg = self.method_cfg
@@ -79,7 +89,10 @@ class BiomedCoOp(PromptTrainer):
 
     def teacher_logits(self, image: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Logits of the selected-prompt teacher; the frozen tower's features serve as v_zs."""
-        keep = select_prompts(prompt_scores(image, self.prompt_bank, scale), self.method_cfg.TAU)
+        keep = select_prompts(
+            prompt_scores(image, self.prompt_bank, scale), self.method_cfg.TAU,
+            absolute=self.method_cfg.SELECTION == "abs_zscore",
+        )
         teacher_text = F.normalize(self.prompt_bank[:, keep].mean(dim=1), dim=-1)
         return scale * image @ teacher_text.t()
 
