@@ -1,25 +1,30 @@
 """A lean, Dassl-compatible core: config, registries, data, trainer loop, optimisers, feature cache.
 
 Names mirror Dassl (TRAINER_REGISTRY, DatasetBase, Datum, DataManager, TrainerX, build_optimizer,
-build_lr_scheduler, get_cfg_default) so a CoOp-family trainer ports by changing one import.
+build_lr_scheduler, get_cfg_default) so a CoOp-family trainer ports by changing one import. They
+are imported lazily, so a tool that only needs `engine.errors` does not pay for importing torch.
 """
 
-from engine.config import get_cfg_default
-from engine.data import DataManager, DatasetBase, Datum
-from engine.optim import build_lr_scheduler, build_optimizer
-from engine.registry import DATASET_REGISTRY, TRAINER_REGISTRY, Registry
-from engine.trainer import TrainerX, build_trainer
+import importlib
 
-__all__ = [
-    "DATASET_REGISTRY",
-    "TRAINER_REGISTRY",
-    "DataManager",
-    "DatasetBase",
-    "Datum",
-    "Registry",
-    "TrainerX",
-    "build_lr_scheduler",
-    "build_optimizer",
-    "build_trainer",
-    "get_cfg_default",
-]
+_EXPORTS = {
+    "get_cfg_default": "engine.config",
+    "DataManager": "engine.data",
+    "DatasetBase": "engine.data",
+    "Datum": "engine.data",
+    "build_lr_scheduler": "engine.optim",
+    "build_optimizer": "engine.optim",
+    "DATASET_REGISTRY": "engine.registry",
+    "TRAINER_REGISTRY": "engine.registry",
+    "Registry": "engine.registry",
+    "TrainerX": "engine.trainer",
+    "build_trainer": "engine.trainer",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'engine' has no attribute '{name}'")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
