@@ -213,7 +213,9 @@ def check_name(name: str) -> None:
         raise UserError(f"--name '{name}': use letters, digits, '_' or '-', starting with a letter (e.g. MyScans).")
     clash = confusable_benchmark(name)
     if clash:
-        raise UserError(f"--name '{name}' is the benchmark name {clash} (compared ignoring case); choose a distinct name.")
+        raise UserError(
+            f"--name '{name}' is the benchmark name {clash} (compared ignoring case); choose a distinct name."
+        )
 
 
 def prepare(name: str, root: str, folder: str | None = None, csv_path: str | None = None,
