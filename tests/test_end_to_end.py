@@ -132,3 +132,15 @@ def test_user_errors_exit_2_with_one_message(synthetic_btmri, tmp_path, capsys):
     assert train.main(train_args(str(tmp_path / "empty"), tmp_path / "y")) == 2
     err = capsys.readouterr().err
     assert "Dataset folder not found" in err and "download_data.py" in err
+
+
+def test_base2new_script_trains_on_base_and_tests_on_new_classes(synthetic_btmri, tmp_path):
+    proc = run_script("scripts/biomedcoop/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path,
+                      SEEDS="1")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sub = "btmri/shots_16/BiomedCoOp_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
+    base = json.load(open(tmp_path / "output/base2new/train_base" / sub / "results.json"))
+    new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
+    assert base["classnames"] == ["glioma tumor", "meningioma tumor"] and not base["eval_only"]
+    assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]
+    assert base["epochs"] == 50 and new["total"] == 12
