@@ -32,7 +32,7 @@ from engine.features import FeatureCache
 from engine.prompts import PROMPTS_DIR, load_ensemble, prompt_file
 from engine.registry import BACKBONE_REGISTRY, DATASET_REGISTRY
 from engine.utils import set_random_seed, write_json
-from trainers.biomedcoop import prompt_scores, select_prompts
+from trainers.biomedcoop import encode_prompt_bank, prompt_scores, select_prompts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -117,9 +117,7 @@ def inspect(cfg, prompts_dir: str = PROMPTS_DIR, images: int = 32, use_cache: bo
             feats = cache.get(items, transform, transform_spec(cfg, False), desc="images")[0].to(device)
         else:
             feats = backbone.encode_image(torch.stack([transform(read_image(d.impath)) for d in items]).to(device))
-        # The teacher bank exactly as BiomedCoOp.build_model builds it: (C, N, D) unit vectors.
-        flat = [sentence for sentences in ensemble for sentence in sentences]
-        bank = F.normalize(backbone.encode_prompts(flat).float().view(len(classnames), n_prompts, -1), dim=-1)
+        bank = encode_prompt_bank(backbone, ensemble)  # the trainer's own teacher bank
         image_feats = F.normalize(feats.float(), dim=-1)
         scale = backbone.logit_scale.detach().float()
         scores = prompt_scores(image_feats, bank, scale).cpu()

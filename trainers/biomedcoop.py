@@ -37,6 +37,15 @@ def select_prompts(scores: torch.Tensor, tau: float, absolute: bool = False) -> 
     return keep if keep.any() else torch.ones_like(keep)
 
 
+@torch.no_grad()
+def encode_prompt_bank(backbone, ensemble: list[list[str]]) -> torch.Tensor:
+    """(C, N, D) unit vectors: prompt i of every class, encoded once by the frozen text tower in eval mode."""
+    backbone.eval()
+    flat = [sentence for sentences in ensemble for sentence in sentences]
+    feats = backbone.encode_prompts(flat).float()
+    return F.normalize(feats.view(len(ensemble), len(ensemble[0]), -1), dim=-1)
+
+
 def prompt_scores(image_feats: torch.Tensor, bank: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """score_i = mean over images of max over classes of scale * cos(image, prompt i of that class).
 
@@ -74,12 +83,7 @@ class BiomedCoOp(PromptTrainer):
         super().build_model()
         mcfg = self.method_cfg
         ensemble = load_ensemble(self.cfg.DATASET.NAME, self.classnames, mcfg.N_PROMPTS)
-        flat = [sentence for sentences in ensemble for sentence in sentences]
-        with torch.no_grad():
-            self.backbone.eval()  # the bank is encoded once, without dropout
-            feats = self.backbone.encode_prompts(flat).float()
-        # (C, N, D) unit vectors: prompt i of every class; and the normalised ensemble mean P_g.
-        self.prompt_bank = F.normalize(feats.view(len(ensemble), mcfg.N_PROMPTS, -1), dim=-1)
+        self.prompt_bank = encode_prompt_bank(self.backbone, ensemble)
         self.ensemble_mean = F.normalize(self.prompt_bank.mean(dim=1), dim=-1)
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
