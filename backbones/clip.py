@@ -27,8 +27,7 @@ from open_clip.transformer import text_global_pool
 
 from backbones.base import Backbone, load_family_config, missing_weights_error
 from backbones.twins import seeded
-from backbones.weights import locate_weights, require
-from engine.errors import UserError
+from backbones.weights import load_state_or_explain, locate_weights, require
 from engine.registry import BACKBONE_REGISTRY
 
 # Metadata in OpenAI's files, and the causal mask a TorchScript copy of an open_clip model carries.
@@ -112,18 +111,12 @@ def read_openai_state_dict(path: str, fmt: str) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items() if key not in OPENAI_EXTRA_KEYS}
 
 
-def load_openai_weights(model: open_clip.CLIP, state: dict, fp16_weights: bool, name: str) -> open_clip.CLIP:
+def load_openai_weights(
+    model: open_clip.CLIP, state: dict, fp16_weights: bool, name: str, what: str
+) -> open_clip.CLIP:
     if fp16_weights:
         convert_weights_to_lp(model, torch.float16)  # the reference's fp16 model; loading rounds into it
-    try:
-        result = model.load_state_dict(state, strict=False)
-        problem = (f"missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}"
-                   if result.missing_keys or result.unexpected_keys else "")
-    except RuntimeError as err:  # shape mismatches
-        problem = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-    if problem:
-        raise UserError(f"The {name} weights do not fit the {name} architecture ({problem}). "
-                        f"Re-download them with tools/download_weights.py {name}.")
+    load_state_or_explain(model, state, what, name)
     return model.float().eval()
 
 
@@ -139,7 +132,7 @@ def clip_family(name: str, cfg=None) -> OpenAICLIP:
         state = read_openai_state_dict(path, spec["format"])
     except (RuntimeError, OSError, ValueError, KeyError, AttributeError, pickle.UnpicklingError) as err:
         raise missing_weights_error(name, f"{path} could not be read ({err.__class__.__name__}: {err})") from err
-    model = load_openai_weights(build_clip(config), state, config.get("fp16_weights", False), name)
+    model = load_openai_weights(build_clip(config), state, config.get("fp16_weights", False), name, path)
     return OpenAICLIP(model, name)
 
 

@@ -36,7 +36,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 
 from backbones.base import Backbone, load_family_config, missing_weights_error
 from backbones.twins import bert_folder, seeded, toy_vocab
-from backbones.weights import locate_weights, require
+from backbones.weights import load_state_or_explain, locate_weights, require
 from engine.errors import UserError
 from engine.registry import BACKBONE_REGISTRY
 
@@ -114,15 +114,7 @@ class PMCCLIP(Backbone):
 
 def _load_strict(module: nn.Module, state: dict, what: str, name: str) -> None:
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.endswith("position_ids")}
-    try:
-        result = module.load_state_dict(state, strict=False)
-        problem = (f"missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}"
-                   if result.missing_keys or result.unexpected_keys else "")
-    except RuntimeError as err:  # shape mismatches
-        problem = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
-    if problem:
-        raise UserError(f"{name}: {what} does not fit the architecture ({problem}). "
-                        f"Re-download it with tools/download_weights.py {name}.")
+    load_state_or_explain(module, state, what, name)
 
 
 def _local_pmcclip(folder: str, config: dict, name: str) -> PMCCLIP:

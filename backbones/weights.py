@@ -24,7 +24,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from tqdm import tqdm
 from backbones.base import CONFIG_DIR, hub_reachable, load_family_config, missing_weights_error, weights_dir
 from backbones.twins import cache_root
 from engine.errors import UserError
+from engine.utils import write_json
 
 HF_ENDPOINT_ENV = "BIOMEDCOOP_HF_ENDPOINT"
 OPENAI_ENDPOINT_ENV = "BIOMEDCOOP_OPENAI_ENDPOINT"
@@ -90,17 +90,10 @@ def read_manifest(folder: str) -> dict:
         return {}
 
 
-def _write_json_atomic(path: str, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def _record(folder: str, remote: RemoteFile, size: int, sha256: str) -> None:
     manifest = read_manifest(folder)
     manifest[remote.path] = {"size": size, "sha256": sha256, "url": remote.url}
-    _write_json_atomic(os.path.join(folder, MANIFEST), manifest)
+    write_json(manifest, os.path.join(folder, MANIFEST))
 
 
 def file_sha256(path: str) -> str:
@@ -216,6 +209,20 @@ def locate_weights(cfg, model: str) -> str:
         return download(model, root)
     except DownloadError as err:
         raise missing_weights_error(model, str(err)) from err
+
+
+def load_state_or_explain(module, state: dict, what: str, name: str) -> None:
+    """Load every tensor of `state` into `module`, or stop with a message naming the file and the fix."""
+    try:
+        result = module.load_state_dict(state, strict=False)
+        problem = (f"missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}"
+                   if result.missing_keys or result.unexpected_keys else "")
+    except RuntimeError as err:  # shape mismatches
+        lines = str(err).splitlines()
+        problem = lines[1].strip() if len(lines) > 1 else str(err)
+    if problem:
+        raise UserError(f"{name}: the weights in {what} do not fit the {name} architecture ({problem}). "
+                        f"Re-download them with tools/download_weights.py {name}.")
 
 
 def require(folder: str, model: str, *paths: str) -> list[str]:

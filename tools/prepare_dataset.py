@@ -32,7 +32,7 @@ import _bootstrap  # noqa: F401
 from datasets.own import NAME_PATTERN, confusable_benchmark, own_dataset_reader
 from datasets.split_json import IMAGE_EXTENSIONS
 from engine.errors import UserError
-from engine.utils import write_json
+from engine.utils import atomic_write_bytes, write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPLITS = ("train", "val", "test")
@@ -200,11 +200,7 @@ def write_config(name: str, config_dir: str, force: bool) -> str:
             current = f.read()
         if f'NAME: "{name}"' not in current and not force:
             raise UserError(f"{path} exists and names another dataset; choose another --name or pass --force.")
-    os.makedirs(config_dir, exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
     return path
 
 
