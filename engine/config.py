@@ -7,6 +7,7 @@ that level, so a typo never silently trains with a default.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -117,7 +118,8 @@ def get_cfg_default() -> CN:
     return _C
 
 
-def _prompt_cfg(ctx_init: str) -> CN:
+def prompt_cfg(ctx_init: str = "") -> CN:
+    """The keys every CoOp-family method shares (the reference's extend_cfg defaults)."""
     node = CN()
     node.N_CTX = 4
     node.CSC = False
@@ -127,28 +129,26 @@ def _prompt_cfg(ctx_init: str) -> CN:
     return node
 
 
+# TRAINER.<KEY> subtrees, declared by each method in its own trainers/ file, so adding a method
+# needs no change here.
+METHOD_CFGS: dict[str, Callable[[], CN]] = {}
+
+
+def register_method_cfg(key: str) -> Callable[[Callable[[], CN]], Callable[[], CN]]:
+    """Decorator: `build()` returns the defaults of TRAINER.<key>; get_cfg_default adds them."""
+
+    def add(build: Callable[[], CN]) -> Callable[[], CN]:
+        if key in METHOD_CFGS and METHOD_CFGS[key] is not build:
+            raise KeyError(f"TRAINER.{key} defaults are declared twice")
+        METHOD_CFGS[key] = build
+        return build
+
+    return add
+
+
 def _extend_trainer_cfg(cfg: CN) -> None:
-    """The TRAINER.<METHOD> subtrees with the reference's extend_cfg defaults (FACTS 4.1)."""
-    cfg.TRAINER.COOP = _prompt_cfg("")
-    cfg.TRAINER.COCOOP = _prompt_cfg("")
-
-    cfg.TRAINER.BIOMEDCOOP = _prompt_cfg("a photo of a")
-    cfg.TRAINER.BIOMEDCOOP.SCCM_LAMBDA = 1.0
-    cfg.TRAINER.BIOMEDCOOP.KDSP_LAMBDA = 1.0
-    cfg.TRAINER.BIOMEDCOOP.TAU = 1.5
-    cfg.TRAINER.BIOMEDCOOP.N_PROMPTS = 50
-    # zscore: the reference's rule for BiomedCLIP, CLIP and PubMedCLIP; abs_zscore: its PMC-CLIP rule.
-    cfg.TRAINER.BIOMEDCOOP.SELECTION = "zscore"
-
-    cfg.TRAINER.KGCOOP = _prompt_cfg("a photo of a")
-    cfg.TRAINER.KGCOOP.W = 1.0
-
-    cfg.TRAINER.PROGRAD = _prompt_cfg("a photo of a")
-    cfg.TRAINER.PROGRAD.GM = False
-    cfg.TRAINER.PROGRAD.NAME = ""
-    cfg.TRAINER.PROGRAD.ALPHA = 0.0
-    cfg.TRAINER.PROGRAD.T = 1.0
-    cfg.TRAINER.PROGRAD.LAMBDA = 1.0
+    for key, build in METHOD_CFGS.items():
+        cfg.TRAINER[key] = build()
 
 
 def _check_keys(new: dict, ref: CN, where: str, prefix: str = "") -> None:

@@ -1,3 +1,7 @@
-"""Methods; importing this package registers every trainer."""
+"""Methods, one module each; importing this package imports (and so registers) every one of them."""
 
-from trainers import biomedcoop, coop  # noqa: F401
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

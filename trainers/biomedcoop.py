@@ -12,10 +12,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from engine.config import prompt_cfg, register_method_cfg
 from engine.errors import UserError
 from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
 from trainers.coop import PromptTrainer
+
+
+@register_method_cfg("BIOMEDCOOP")
+def biomedcoop_cfg():
+    node = prompt_cfg("a photo of a")
+    node.SCCM_LAMBDA = 1.0
+    node.KDSP_LAMBDA = 1.0
+    node.TAU = 1.5
+    node.N_PROMPTS = 50
+    # zscore: the reference's rule for BiomedCLIP, CLIP and PubMedCLIP; abs_zscore: its PMC-CLIP rule.
+    node.SELECTION = "zscore"
+    return node
 
 
 def select_prompts(scores: torch.Tensor, tau: float, absolute: bool = False) -> torch.Tensor:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
+from engine.config import prompt_cfg, register_method_cfg
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import TrainerX
 from trainers.prompt_learner import PromptLearner
+
+register_method_cfg("COOP")(prompt_cfg)
 
 
 class PromptTrainer(TrainerX):
