@@ -32,6 +32,12 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, classnames
         "error": 100.0 - acc,
         "macro_f1": float(100.0 * f1_score(gt, pred, average="macro", labels=np.unique(gt))),
         "per_class_accuracy": per_class,
+        # How many test images were given each label: shows a run whose predictions collapsed
+        # onto one class (accuracy alone cannot tell that from a weak model).
+        "prediction_counts": {
+            (classnames[i] if i < len(classnames) else str(i)): int((pred == i).sum())
+            for i in range(logits.shape[1])
+        },
     }
 
 

@@ -1,0 +1,173 @@
+"""make_tables arithmetic on hand-written results.json trees: means, stds, both HMs, flags, formats."""
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from make_tables import make_tables
+from results_io import harmonic_mean, is_collapsed, scan
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TAG = "nctx4_cscFalse_ctpend"
+
+
+def write_run(root, sub, method, dataset, shots, seed, acc, subsample="all", counts=None, backbone="BiomedCLIP"):
+    folder = os.path.join(root, sub, f"{method}_{backbone}", TAG, f"seed{seed}")
+    os.makedirs(folder, exist_ok=True)
+    record = {
+        "method": method, "backbone": backbone, "dataset": dataset, "num_shots": shots, "seed": seed,
+        "subsample_classes": subsample, "accuracy": acc, "total": 10,
+        "per_class_accuracy": {"a": acc, "b": acc},
+        "prediction_counts": counts or {"a": 5, "b": 5},
+    }
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(record, f)
+    return folder
+
+
+@pytest.fixture()
+def grid(tmp_path):
+    """CoOp on two datasets, K=4, seeds 1-3, except BUSI seed 3 which crashed (log.txt only)."""
+    root = str(tmp_path)
+    accs = {("BTMRI", 1): 60.0, ("BTMRI", 2): 62.0, ("BTMRI", 3): 67.0,
+            ("BUSI", 1): 40.0, ("BUSI", 2): 50.0}
+    for (ds, seed), acc in accs.items():
+        write_run(root, f"{ds.lower()}/shots_4", "CoOp", ds, 4, seed, acc)
+    crashed = os.path.join(root, "busi/shots_4/CoOp_BiomedCLIP", TAG, "seed3")
+    os.makedirs(crashed)
+    open(os.path.join(crashed, "log.txt"), "w").write("epoch [1/50]\n")
+    return root
+
+
+def csv_rows(text):
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def pick(rows, **want):
+    hits = [r for r in rows if all(r[k] == str(v) for k, v in want.items())]
+    assert len(hits) == 1, (want, hits)
+    return hits[0]
+
+
+def test_few_shot_means_stds_and_failed_seed(grid):
+    rows = csv_rows(make_tables(grid, "csv"))
+    btmri = pick(rows, table="few_shot", dataset="BTMRI", shots=4)
+    assert float(btmri["mean"]) == pytest.approx(63.0)  # (60 + 62 + 67) / 3
+    assert float(btmri["std"]) == pytest.approx((26 / 3) ** 0.5, abs=1e-4)  # deviations -3, -1, 4
+    busi = pick(rows, table="few_shot", dataset="BUSI", shots=4)
+    assert (busi["mean"], busi["std"], busi["seeds"], busi["complete"]) == ("45.0000", "5.0000", "2", "False")
+    avg = pick(rows, table="few_shot", dataset="average", shots=4)
+    # mean of the per-dataset means; std over the seeds both datasets have: (50, 56) -> 3
+    assert float(avg["mean"]) == pytest.approx((63.0 + 45.0) / 2)
+    assert float(avg["std"]) == pytest.approx(3.0)
+    assert avg["seeds"] == "2" and avg["complete"] == "False"
+
+    text = make_tables(grid, "terminal")
+    assert "54.00 ± 3.00 (2/3) *" in text
+    assert "63.00 ± 2.94 (3)" in text
+    assert "failed: " in text and "busi/shots_4/CoOp_BiomedCLIP" in text and "no results.json" in text
+
+
+def test_missing_seed_is_flagged_not_silently_averaged(grid):
+    text = make_tables(grid, "terminal", seeds=[1, 2, 3, 4])
+    assert "missing: CoOp_BiomedCLIP K=4 BTMRI: seed 4" in text
+    assert "63.00 ± 2.94 (3/4) *" in text
+
+
+def test_base_to_novel_both_hm_conventions_and_collapse_flag(tmp_path):
+    root = str(tmp_path)
+    # Per dataset (seed means): A: base 80, novel 40 -> HM 53.333; B: base 60, novel 60 -> HM 60.
+    values = {("A", "base"): (78.0, 82.0), ("A", "new"): (40.0, 40.0), ("B", "base"): (60.0, 60.0),
+              ("B", "new"): (58.0, 62.0)}
+    for (ds, task), accs in values.items():
+        for seed, acc in enumerate(accs, start=1):
+            phase = "train_base" if task == "base" else "test_new"
+            counts = {"a": 10, "b": 0} if (ds, task, seed) == ("A", "new", 2) else None
+            write_run(root, f"base2new/{phase}/{ds.lower()}/shots_16", "BiomedCoOp", ds, 16, seed, acc, task, counts)
+    rows = csv_rows(make_tables(root, "csv", paper=True))
+    hm_a = harmonic_mean(80.0, 40.0)
+    assert hm_a == pytest.approx(160 / 3)
+    assert float(pick(rows, dataset="A", metric="hm")["mean"]) == pytest.approx(hm_a, abs=1e-4)
+    assert float(pick(rows, dataset="average", metric="base")["mean"]) == pytest.approx(70.0)
+    assert float(pick(rows, dataset="average", metric="novel")["mean"]) == pytest.approx(50.0)
+    hm_of_avgs = pick(rows, dataset="average", metric="hm_of_averages")
+    assert float(hm_of_avgs["mean"]) == pytest.approx(2 * 70 * 50 / 120, abs=1e-4)  # 58.333
+    # The paper's BiomedCoOp HM (75.07) is an HM of averages: the difference sits on that row.
+    assert float(hm_of_avgs["diff"]) == pytest.approx(2 * 70 * 50 / 120 - 75.07, abs=1e-4)
+    mean_hms = pick(rows, dataset="average", metric="mean_of_per_dataset_hms")
+    assert float(mean_hms["mean"]) == pytest.approx((hm_a + 60.0) / 2, abs=1e-4)  # 56.667
+    assert mean_hms["paper"] == ""
+
+    text = make_tables(root, "terminal", paper=True)
+    assert "58.33" in text and "56.67" in text and "HM of averages" in text
+    assert "C = a seed's predictions collapsed" in text
+    assert "collapsed onto one class" in text and os.path.join("test_new", "a") in text
+
+
+def test_every_format_renders_the_same_numbers(grid):
+    md = make_tables(grid, "markdown")
+    assert "| CoOp " in md and "63.00 ± 2.94 (3)" in md and md.count("### ") == 2
+    latex = make_tables(grid, "latex")
+    assert "\\begin{tabular}" in latex and "63.00 $\\pm$ 2.94 (3)" in latex and "±" not in latex.split("%")[-1]
+    terminal = make_tables(grid, "terminal")
+    assert "== Few-shot accuracy" in terminal
+
+
+def test_paper_column_and_zero_shot_mapping(tmp_path):
+    root = str(tmp_path)
+    for seed in (1, 2, 3):
+        write_run(root, "btmri/shots_16", "BiomedCoOp", "BTMRI", 16, seed, 70.0 + seed)
+        write_run(root, "btmri/shots_0", "ZeroShot", "BTMRI", 0, seed, 40.0)
+    rows = csv_rows(make_tables(root, "csv", paper=True))
+    ours = pick(rows, method="BiomedCoOp", dataset="average")
+    assert float(ours["paper"]) == 72.42 and float(ours["diff"]) == pytest.approx(72.0 - 72.42)
+    zero = pick(rows, method="ZeroShot", dataset="average")
+    assert float(zero["paper"]) == 42.05
+    text = make_tables(root, "terminal", paper=True)
+    assert "zero-shot" in text and "-0.42" in text and "Standard LP" not in text
+
+
+def test_collapse_detection_uses_prediction_counts_then_per_class_pattern():
+    assert is_collapsed({"total": 10, "prediction_counts": {"a": 10, "b": 0}})
+    assert not is_collapsed({"total": 10, "prediction_counts": {"a": 9, "b": 1}})
+    assert is_collapsed({"per_class_accuracy": {"a": 0.0, "b": 100.0, "c": 0.0}})
+    assert not is_collapsed({"per_class_accuracy": {"a": 50.0, "b": 100.0}})
+
+
+def test_random_weight_runs_never_share_a_row_with_real_ones(tmp_path):
+    root = str(tmp_path)
+    write_run(root, "btmri/shots_1", "CoOp", "BTMRI", 1, 1, 50.0)
+    folder = write_run(str(tmp_path / "r"), "btmri/shots_1", "CoOp", "BTMRI", 1, 1, 20.0)
+    record = json.load(open(os.path.join(folder, "results.json")))
+    record["pretrained"] = False
+    json.dump(record, open(os.path.join(folder, "results.json"), "w"))
+    backbones = sorted(r.backbone for r in scan(root))
+    assert backbones == ["BiomedCLIP", "BiomedCLIP (random weights)"]
+
+
+def test_cli_formats_and_empty_folder(grid, tmp_path):
+    tool = os.path.join(REPO, "tools", "make_tables.py")
+    out = tmp_path / "t.md"
+    proc = subprocess.run([sys.executable, tool, grid, "--format", "markdown", "--out", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "63.00 ± 2.94 (3)" in out.read_text()
+    empty = subprocess.run([sys.executable, tool, str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert empty.returncode == 2 and empty.stderr.startswith("error: ")
+
+
+def test_classification_report_counts_predictions_per_class():
+    import torch
+
+    from engine.evaluation import classification_report
+
+    logits = torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0], [3.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    report = classification_report(logits, torch.tensor([0, 1, 2, 1]), ["a", "b", "c"])
+    assert report["prediction_counts"] == {"a": 1, "b": 3, "c": 0}
+    assert not is_collapsed(report)
+    collapsed = classification_report(logits[[0, 1, 3]], torch.tensor([0, 1, 2]), ["a", "b", "c"])
+    assert collapsed["prediction_counts"] == {"a": 0, "b": 3, "c": 0} and is_collapsed(collapsed)
