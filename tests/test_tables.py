@@ -171,3 +171,25 @@ def test_classification_report_counts_predictions_per_class():
     assert not is_collapsed(report)
     collapsed = classification_report(logits[[0, 1, 3]], torch.tensor([0, 1, 2]), ["a", "b", "c"])
     assert collapsed["prediction_counts"] == {"a": 0, "b": 3, "c": 0} and is_collapsed(collapsed)
+
+
+@pytest.mark.parametrize("ext", [".png", ".svg"])
+def test_plot_file_opens(grid, tmp_path, ext):
+    from plot_results import plot_results
+
+    write_run(grid, "base2new/train_base/btmri/shots_16", "CoOp", "BTMRI", 16, 1, 70.0, "base")
+    write_run(grid, "base2new/test_new/btmri/shots_16", "CoOp", "BTMRI", 16, 1, 50.0, "new")
+    out = plot_results(grid, str(tmp_path / f"fig{ext}"), paper=True)
+    if ext == ".png":
+        from PIL import Image
+
+        with Image.open(out) as img:
+            assert img.format == "PNG" and img.size[0] > 800 and img.size[1] > 600
+    else:
+        import xml.etree.ElementTree as ET
+
+        text = open(out).read()
+        ET.fromstring(text)  # well-formed
+        assert "BTMRI" in text and "Base-to-novel" in text
+    with pytest.raises(ValueError, match="must end in"):
+        plot_results(grid, str(tmp_path / "fig.jpg"))
