@@ -65,7 +65,10 @@ def read_prompt_file(path: str) -> dict:
     return data
 
 
-def load_ensemble(dataset: str, classnames: list[str], n_prompts: int, directory: str | None = None) -> list[list[str]]:
+def load_ensemble(
+    dataset: str, classnames: list[str], n_prompts: int, directory: str | None = None,
+    n_prompts_key: str = "TRAINER.BIOMEDCOOP.N_PROMPTS",
+) -> list[list[str]]:
     """The first `n_prompts` sentences of each class, in class order; names every shortfall."""
     path = prompt_file(dataset, directory)
     classes = read_prompt_file(path)["classes"]
@@ -82,7 +85,7 @@ def load_ensemble(dataset: str, classnames: list[str], n_prompts: int, directory
         if len(sentences) < n_prompts:
             raise UserError(
                 f"{path}: class '{c}' has {len(sentences)} prompts but N_PROMPTS is {n_prompts}. "
-                f"Add {n_prompts - len(sentences)} more or set TRAINER.BIOMEDCOOP.N_PROMPTS {len(sentences)}."
+                f"Add {n_prompts - len(sentences)} more or set {n_prompts_key} {len(sentences)}."
             )
         out.append(sentences[:n_prompts])
     return out

@@ -1,4 +1,4 @@
-"""CoOp (Zhou et al., IJCV 2022): four learned context vectors, cross-entropy only (FACTS 3.3)."""
+"""CoOp (Zhou et al., IJCV 2022): four learned context vectors, cross-entropy only."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ class PromptTrainer(TrainerX):
     """Shared by prompt-learning methods: one PromptLearner registered as "prompt_learner"."""
 
     cfg_key = "COOP"
+    prompt_learner_class = PromptLearner
 
     @property
     def method_cfg(self):
@@ -23,7 +24,7 @@ class PromptTrainer(TrainerX):
 
     def build_model(self) -> None:
         mcfg = self.method_cfg
-        self.prompt_learner = PromptLearner(
+        self.prompt_learner = self.prompt_learner_class(
             self.backbone, self.classnames, n_ctx=mcfg.N_CTX, ctx_init=mcfg.CTX_INIT
         ).to(self.device)
         optim, sched = self.build_optim_sched(self.prompt_learner)

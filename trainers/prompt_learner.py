@@ -39,15 +39,24 @@ class PromptLearner(nn.Module):
         self.register_buffer("token_ids", ids, persistent=False)
 
     def forward(self, ctx: torch.Tensor | None = None) -> torch.Tensor:
-        """Prompt token embeddings (n_cls, L, width); `ctx` may carry a per-image batch dimension."""
+        """Prompt token embeddings: (n_cls, L, width), or (B, n_cls, L, width) for a per-image ctx (B, n_ctx, width)."""
         ctx = self.ctx if ctx is None else ctx
         n_cls = self.token_prefix.shape[0]
-        ctx = ctx.unsqueeze(0).expand(n_cls, -1, -1)
-        return torch.cat([self.token_prefix, ctx.to(self.token_prefix.dtype), self.token_suffix], dim=1)
+        lead = ctx.shape[:-2]  # () or (B,)
+        prefix = self.token_prefix.expand(*lead, -1, -1, -1)
+        suffix = self.token_suffix.expand(*lead, -1, -1, -1)
+        ctx = ctx.unsqueeze(-3).expand(*lead, n_cls, -1, -1).to(prefix.dtype)
+        return torch.cat([prefix, ctx, suffix], dim=-2)
 
-    def text_features(self) -> torch.Tensor:
-        """Unnormalised text features of the current prompts, (n_cls, embed_dim)."""
-        return self.backbone[0].encode_text_embeddings(self(), self.token_ids)
+    def text_features(self, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Unnormalised text features: (n_cls, embed_dim), or (B, n_cls, embed_dim) for a per-image ctx."""
+        embeds = self(ctx)
+        if embeds.dim() == 3:
+            return self.backbone[0].encode_text_embeddings(embeds, self.token_ids)
+        batch, n_cls = embeds.shape[:2]
+        # One text pass over every (image, class) prompt, trimmed to the longest real prompt.
+        flat = self.backbone[0].encode_text_embeddings(embeds.flatten(0, 1), self.token_ids.repeat(batch, 1))
+        return flat.view(batch, n_cls, -1)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         # Reference checkpoints store the whole model ("prompt_learner.ctx") or the prompt learner
