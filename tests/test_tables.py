@@ -146,7 +146,10 @@ def test_random_weight_runs_never_share_a_row_with_real_ones(tmp_path):
     record["pretrained"] = False
     json.dump(record, open(os.path.join(folder, "results.json"), "w"))
     backbones = sorted(r.backbone for r in scan(root))
-    assert backbones == ["BiomedCLIP", "BiomedCLIP (random weights)"]
+    assert backbones == ["BiomedCLIP", "BiomedCLIP-random"]
+    assert "50.00" in make_tables(root, "terminal", paper=True) and "Ours - paper" in make_tables(root, paper=True)
+    rows = csv_rows(make_tables(root, "csv", paper=True))
+    assert pick(rows, model="BiomedCLIP-random", dataset="average")["paper"] == ""
 
 
 def test_cli_formats_and_empty_folder(grid, tmp_path):

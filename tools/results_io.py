@@ -79,7 +79,10 @@ PAPER_BASE2NEW_DATASETS = 10
 
 
 def paper_backbone(backbone: str) -> tuple[str, bool]:
-    """The backbone whose published numbers apply: a Tiny twin maps to its full model (flagged)."""
+    """The backbone whose published numbers apply: a Tiny twin maps to its full model (flagged);
+    random weights ("-random") match nothing."""
+    if backbone.endswith("-random"):
+        return "", False
     if backbone.startswith("Tiny"):
         return backbone[len("Tiny"):], True
     return backbone, False
@@ -170,7 +173,7 @@ def _from_path(path: str) -> dict:
         method, _, backbone = trainer.removesuffix("-random").rpartition("_")
         info["method"], info["backbone"] = (method or trainer), (backbone or "?")
         if random_weights:
-            info["backbone"] += " (random weights)"
+            info["backbone"] += "-random"
     if "train_base" in parts:
         info["task"] = "base"
     elif "test_new" in parts:
@@ -181,8 +184,8 @@ def _from_path(path: str) -> dict:
 def _run_from_record(path: str, record: dict) -> Run:
     hint = _from_path(path)
     backbone = str(record.get("backbone") or hint.get("backbone", "?"))
-    if record.get("pretrained") is False and "random weights" not in backbone:
-        backbone += " (random weights)"
+    if record.get("pretrained") is False and not backbone.endswith("-random"):
+        backbone += "-random"  # random-weight runs never share a row with real-weight ones
     accuracy = record.get("accuracy")
     failure = None
     if not isinstance(accuracy, (int, float)) or not math.isfinite(accuracy):

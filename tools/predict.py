@@ -1,0 +1,190 @@
+"""Apply a trained run to new images: class probabilities and the top-1 label, one row per image.
+
+    python tools/predict.py --run-dir output/btmri/shots_16/BiomedCoOp_BiomedCLIP/nctx4_cscFalse_ctpend/seed1 \
+        scan1.png more_scans/ --out predictions.csv
+
+RUN_DIR is a seed folder written by train.py (any method). Its results.json records the settings the
+run was made with; the trainer is rebuilt from them (the run's dataset must still be readable, or
+give --root), its last checkpoint is loaded (for an eval-only run, the checkpoint it evaluated) and
+each image goes through the same test-time transform as the test set. Folders are searched
+recursively for images. An image that cannot be read gets a row with its error and the others go
+on; the exit status is then 1. Without --out the CSV goes to the terminal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+
+import _bootstrap  # noqa: F401
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp", ".gif")
+
+
+class PredictError(Exception):
+    """A problem with the run folder or the arguments: printed as one `error:` line."""
+
+
+def find_images(paths: list[str]) -> list[str]:
+    """Files as given; folders expanded recursively to their image files, sorted."""
+    found = []
+    for path in paths:
+        if os.path.isdir(path):
+            for dirpath, dirnames, filenames in os.walk(path):
+                dirnames.sort()
+                found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        else:
+            found.append(path)  # a missing or unreadable file gets its own error row
+    return found
+
+
+def read_run_record(run_dir: str) -> dict:
+    path = os.path.join(run_dir, "results.json")
+    if not os.path.isfile(path):
+        raise PredictError(f"{path} not found: give a finished seed folder (…/seed<S>/) as --run-dir")
+    try:
+        with open(path, encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError) as err:
+        raise PredictError(f"{path} cannot be read ({err})") from err
+    if not isinstance(record.get("config"), dict):
+        raise PredictError(f"{path} does not record the run's settings (made by an older version); rerun it with "
+                           "train.py to predict with it")
+    return record
+
+
+def build_run_config(record: dict, root: str | None = None):
+    """The run's config: defaults, then every recorded key that this version still knows."""
+    import backbones  # noqa: F401  (registers the model families)
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
+    from engine.config import get_cfg_default, merge_from_list
+
+    cfg = get_cfg_default()
+    opts = []
+    for key, value in record["config"].items():
+        node, parts = cfg, key.split(".")
+        for part in parts[:-1]:
+            node = node.get(part) if hasattr(node, "get") else None
+        if node is None or not hasattr(node, "keys") or parts[-1] not in node or hasattr(node[parts[-1]], "keys"):
+            continue  # run options ("run.*") and keys of other versions
+        opts += [key, tuple(value) if isinstance(value, list) else value]
+    merge_from_list(cfg, opts)
+    if root:
+        cfg.DATASET.ROOT = root
+    cfg.DATALOADER.NUM_WORKERS = 0
+    cfg.OUTPUT_DIR = ""
+    cfg.freeze()
+    return cfg
+
+
+def checkpoint_dir(run_dir: str, record: dict) -> str:
+    """Where the run's weights are: the run itself, or the model an eval-only run tested."""
+    model_dir = record["config"].get("run.model_dir")
+    if record.get("eval_only") and model_dir:
+        return model_dir
+    return run_dir
+
+
+class Predictor:
+    """A trained run, rebuilt, that turns image files into class probabilities."""
+
+    def __init__(self, run_dir: str, root: str | None = None, epoch: int | None = None):
+        from engine.trainer import build_trainer
+
+        record = read_run_record(run_dir)
+        cfg = build_run_config(record, root)
+        self.trainer = build_trainer(cfg)
+        if self.trainer._models:
+            epoch = epoch if epoch is not None else record["config"].get("run.load_epoch")
+            self.trainer.load_model(checkpoint_dir(run_dir, record), epoch=epoch)
+        self.trainer.set_model_mode("eval")
+        self.classnames = list(self.trainer.classnames)
+        self.transform = self.trainer.dm.tfm_test
+
+    def probabilities(self, images):
+        """Softmax of the run's test-time logits for a list of PIL images, shape (N, classes)."""
+        import torch
+
+        batch = torch.stack([self.transform(img) for img in images]).to(self.trainer.device)
+        with torch.no_grad():
+            logits = self.trainer.model_inference(self.trainer.image_features({"img": batch}))
+        return torch.softmax(logits.float(), dim=1).cpu()
+
+    def predict(self, paths: list[str], batch_size: int = 32) -> list[dict]:
+        from engine.data import read_image
+        from engine.errors import UserError
+
+        rows: list[dict] = []
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            images, ok = [], []
+            for path in chunk:
+                try:
+                    images.append(read_image(path))
+                    ok.append(path)
+                except UserError as err:
+                    rows.append({"image": path, "error": f"cannot read {path}: {err.__cause__ or err}"})
+            if images:
+                for path, probs in zip(ok, self.probabilities(images)):
+                    top = int(probs.argmax())
+                    row = {"image": path, "top1": self.classnames[top], "top1_probability": float(probs[top])}
+                    row.update({f"p({name})": float(p) for name, p in zip(self.classnames, probs)})
+                    rows.append(row)
+        order = {p: i for i, p in enumerate(paths)}
+        return sorted(rows, key=lambda r: order[r["image"]])
+
+
+def to_csv(rows: list[dict], classnames: list[str]) -> str:
+    fields = ["image", "top1", "top1_probability"] + [f"p({c})" for c in classnames] + ["error"]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run-dir", required=True, help="a finished run's seed folder (holds results.json)")
+    p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
+    p.add_argument("--out", help="write the CSV here (default: print it)")
+    p.add_argument("--root", help="dataset root, if the run's data moved")
+    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the run's last)")
+    p.add_argument("--batch-size", type=int, default=32)
+    args = p.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from engine.errors import UserError
+
+    paths = find_images(args.images)
+    if not paths:
+        print(f"error: no image files in {' '.join(args.images)}", file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor(args.run_dir, args.root, args.epoch)
+        rows = predictor.predict(paths, args.batch_size)
+    except (PredictError, UserError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    text = to_csv(rows, predictor.classnames)
+    failed = [r for r in rows if "error" in r]
+    for row in failed:
+        print(f"error: {row['error']}", file=sys.stderr)
+    if args.out:
+        from results_io import write_text_atomic
+
+        write_text_atomic(args.out, text)
+        print(f"wrote {len(rows) - len(failed)} prediction(s) to {os.path.abspath(args.out)}"
+              + (f"; {len(failed)} image(s) could not be read" if failed else ""))
+    else:
+        sys.stdout.write(text)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
