@@ -89,6 +89,11 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     @property
+    def image_tower(self) -> nn.Module:
+        """The image encoder module (the methods that tune the towers adapt its weights)."""
+        return self.model.visual
+
+    @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 

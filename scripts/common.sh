@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Shared by every method's scripts. Runs seeds (default 1 2 3) of one method into the reference's
-# output layout and skips a seed whose results.json exists; an interrupted seed resumes.
-# Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...".
+# output layout; an interrupted seed resumes. A seed whose results.json was made with exactly the
+# requested settings is skipped; one made with other settings stops the script with the keys that
+# differ (FORCE=1 redoes it, another OUTPUT_ROOT keeps both).
+# Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...", FORCE=1.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -22,6 +24,21 @@ dataset_config() {  # dataset_config DATASET -> path of configs/datasets/<datase
     echo "$cfg"
 }
 
+skip_flag() {  # --skip-finished unless FORCE=1 asks to redo finished seeds
+    if [ "${FORCE:-0}" != 1 ]; then echo "--skip-finished"; fi
+}
+
+weights_tag() {  # "-random" when EXTRA_OPTS sets MODEL.BACKBONE.PRETRAINED False: its own folder
+    local prev="" word tag=""
+    for word in ${EXTRA_OPTS:-}; do
+        if [ "$prev" = MODEL.BACKBONE.PRETRAINED ]; then
+            case "${word,,}" in false|0|no|off) tag="-random" ;; *) tag="" ;; esac
+        fi
+        prev=$word
+    done
+    echo "$tag"
+}
+
 per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, else DIR/default.yaml
     local cfg="$1/${2,,}.yaml"
     if [ ! -f "$cfg" ]; then
@@ -35,35 +52,30 @@ per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, 
 few_shot() {
     local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6
     local dcfg; dcfg=$(dataset_config "$dataset")
+    local tag; tag=$(weights_tag)
     for seed in $SEEDS; do
-        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}/nctx4_cscFalse_ctpend/seed$seed"
-        if [ -f "$dir/results.json" ]; then
-            echo "Results are available in $dir. Skip this job."
-            continue
-        fi
+        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
         "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
-            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$dir" \
+            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$dir" $(skip_flag) \
             DATASET.NUM_SHOTS "$shots" ${EXTRA_OPTS:-}
     done
 }
 
 # base2new METHOD CONFIG DATA DATASET MODEL LOAD_EPOCH: train on base classes, test on new ones.
+# An empty LOAD_EPOCH tests the latest checkpoint (methods whose epoch count depends on the data).
 base2new() {
     local method=$1 config=$2 data=$3 dataset=${4,,} model=$5 epoch=$6
     local dcfg; dcfg=$(dataset_config "$dataset")
+    local tag; tag=$(weights_tag)
     for seed in $SEEDS; do
-        local sub="$dataset/shots_16/${method}_${model}/nctx4_cscFalse_ctpend/seed$seed"
+        local sub="$dataset/shots_16/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
         local train_dir="$OUTPUT_ROOT/base2new/train_base/$sub" test_dir="$OUTPUT_ROOT/base2new/test_new/$sub"
-        if [ ! -f "$train_dir/results.json" ]; then
-            "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
-                --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$train_dir" \
-                DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base ${EXTRA_OPTS:-}
-        fi
-        if [ ! -f "$test_dir/results.json" ]; then
-            "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
-                --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$test_dir" \
-                --model-dir "$train_dir" --load-epoch "$epoch" --eval-only \
-                DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new ${EXTRA_OPTS:-}
-        fi
+        "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$train_dir" $(skip_flag) \
+            DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base ${EXTRA_OPTS:-}
+        "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$test_dir" $(skip_flag) \
+            --model-dir "$train_dir" ${epoch:+--load-epoch "$epoch"} --eval-only \
+            DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new ${EXTRA_OPTS:-}
     done
 }
