@@ -105,3 +105,19 @@ def test_predict_cli_reports_an_unreadable_image_and_goes_on(runs, tmp_path, cap
     assert len(rows) == 3 and all(r["top1"] in runs["results"]["new"]["classnames"] for r in rows[1:])
     assert predict.main(["--run-dir", str(tmp_path), *good]) == 2
     assert "results.json not found" in capsys.readouterr().err
+
+
+def test_predict_reads_an_older_runs_settings_from_its_log(runs, tmp_path):
+    import shutil
+
+    from predict import build_run_config, read_run_record
+
+    old = tmp_path / "seed1"
+    shutil.copytree(run_dir(runs["root"], "BiomedCoOp", 1), old)
+    record = json.load(open(old / "results.json"))
+    recorded = build_run_config(read_run_record(str(old)))
+    del record["config"]
+    json.dump(record, open(old / "results.json", "w"))
+    from_log = build_run_config(read_run_record(str(old)))
+    for part in ("TRAINER", "DATASET", "INPUT", "MODEL", "OPTIM", "FEATURES"):  # what changes the numbers
+        assert from_log[part].dump() == recorded[part].dump()

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 
 import _bootstrap  # noqa: F401
@@ -52,9 +53,45 @@ def read_run_record(run_dir: str) -> dict:
     except (OSError, ValueError) as err:
         raise PredictError(f"{path} cannot be read ({err})") from err
     if not isinstance(record.get("config"), dict):
-        raise PredictError(f"{path} does not record the run's settings (made by an older version); rerun it with "
-                           "train.py to predict with it")
+        record["config"] = config_from_log(run_dir)
+    if not record["config"]:
+        raise PredictError(f"neither {path} nor log.txt records the run's settings; rerun it with train.py to "
+                           "predict with it")
     return record
+
+
+def config_from_log(run_dir: str) -> dict:
+    """Dotted keys from the config dump that train.py writes at the top of log.txt (older runs)."""
+    import yaml
+
+    path = os.path.join(run_dir, "log.txt")
+    if not os.path.isfile(path):
+        return {}
+    lines, inside = [], False
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip() == "** Config **":
+                inside, lines = True, []
+            elif inside:
+                if not (line.startswith(" ") or re.match(r"^[A-Z0-9_]+:", line)):
+                    inside = False
+                else:
+                    lines.append(line)
+    try:
+        tree = yaml.safe_load("".join(lines)) or {}
+    except yaml.YAMLError:
+        return {}
+
+    def flatten(node: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in node.items():
+            if isinstance(value, dict):
+                out.update(flatten(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    return flatten(tree) if isinstance(tree, dict) else {}
 
 
 def build_run_config(record: dict, root: str | None = None):
