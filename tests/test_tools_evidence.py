@@ -7,6 +7,7 @@ import json
 import os
 
 import pytest
+import torch
 from make_tables import make_tables
 
 import train
@@ -121,3 +122,37 @@ def test_predict_reads_an_older_runs_settings_from_its_log(runs, tmp_path):
     from_log = build_run_config(read_run_record(str(old)))
     for part in ("TRAINER", "DATASET", "INPUT", "MODEL", "OPTIM", "FEATURES"):  # what changes the numbers
         assert from_log[part].dump() == recorded[part].dump()
+
+
+@pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyCLIP"])
+def test_interpret_prompt_recovers_the_words_a_context_was_made_from(model, tmp_path, capsys):
+    import interpret_prompt
+
+    from engine.registry import BACKBONE_REGISTRY
+
+    backbone = BACKBONE_REGISTRY.get(model)()
+    ids = backbone.tokenize(["brain tumor scan"])[0, 1:4]  # the three word tokens after the start token
+    with torch.no_grad():
+        ctx = backbone.embed_tokens(ids[None])[0]
+    # A reference-style checkpoint: the whole model's state dict, the context under prompt_learner.ctx.
+    ckpt = tmp_path / "model.pth.tar-100"
+    torch.save({"state_dict": {"image_encoder.w": torch.zeros(2), "prompt_learner.ctx": ctx}, "epoch": 100}, ckpt)
+    assert interpret_prompt.main([str(ckpt), "--model", model, "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "nearest reading: brain tumor scan" in out
+    lines = [line for line in out.splitlines() if line.startswith("ctx ")]
+    nearest = [float(line.split("(")[1].split(")")[0]) for line in lines]  # cdist is exact to ~1e-4
+    assert len(lines) == 3 and max(nearest) < 1e-3
+
+
+def test_interpret_prompt_reads_a_trained_run(runs, capsys):
+    import interpret_prompt
+
+    assert interpret_prompt.main([run_dir(runs["root"], "BiomedCoOp", 1), "--topk", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "TinyBiomedCLIP vocabulary" in out and "model.pth.tar-2" in out
+    lines = [line for line in out.splitlines() if line.startswith("ctx ")]
+    assert len(lines) == 4 and all(line.count("(") == 3 for line in lines)
+    # the eval-only novel-class run points at the checkpoint it tested
+    assert interpret_prompt.main([run_dir(runs["root"], "BiomedCoOp", 1, phase="test_new")]) == 0
+    assert "train_base" in capsys.readouterr().out
