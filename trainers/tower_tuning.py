@@ -258,7 +258,9 @@ class TowerTuningTrainer(TrainerX):
         return F.normalize(self.backbone.encode_text(self.text_ids).float(), dim=-1)
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.normalize(image_features.float(), dim=-1) @ text_features.t()
+        """scale * cos(image, text), in fp32 even when the towers ran under autocast."""
+        with torch.autocast(self.device.type, enabled=False):
+            return self.scale * F.normalize(image_features.float(), dim=-1) @ text_features.float().t()
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
         """Towers in train mode while training (BERT's dropout active, as in both references);
