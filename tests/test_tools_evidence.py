@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import sys
 
 import pytest
 import torch
@@ -156,3 +157,107 @@ def test_interpret_prompt_reads_a_trained_run(runs, capsys):
     # the eval-only novel-class run points at the checkpoint it tested
     assert interpret_prompt.main([run_dir(runs["root"], "BiomedCoOp", 1, phase="test_new")]) == 0
     assert "train_base" in capsys.readouterr().out
+
+
+def reference_checkpoint(ctx, path):
+    """What the reference saves: the whole CustomCLIP's state dict, the learned context among it."""
+    state = {"prompt_learner.ctx": ctx.clone(), "prompt_learner.token_prefix": torch.zeros(4, 1, 64),
+             "image_encoder.trunk.weight": torch.zeros(3, 3), "text_encoder.proj": torch.zeros(2)}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    torch.save({"state_dict": state, "epoch": 2, "optimizer": None, "scheduler": None}, path)
+
+
+def own_ctx(folder, epoch=2):
+    return torch.load(os.path.join(folder, "prompt_learner", f"model.pth.tar-{epoch}"), weights_only=False)[
+        "state_dict"]["ctx"]
+
+
+def run_script(script, args, cwd, **env):
+    import subprocess
+
+    full_env = {**os.environ, "PYTHON": sys.executable, **env}
+    return subprocess.run(["bash", os.path.join(REPO, script), *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_eval_scripts_evaluate_reference_style_checkpoints(runs, tmp_path):
+    root, data, res = runs["root"], runs["data"], runs["results"]
+    tag = f"BiomedCoOp_TinyBiomedCLIP/{TAG}/seed1/prompt_learner/model.pth.tar-2"
+    reference_checkpoint(own_ctx(run_dir(root, "BiomedCoOp", 1)), tmp_path / f"released/few_shot/btmri/shots_2/{tag}")
+    base_ctx = own_ctx(run_dir(root, "BiomedCoOp", 1, phase="train_base"))
+    reference_checkpoint(base_ctx, tmp_path / f"released/base2new/train_base/btmri/shots_16/{tag}")
+    env = {"SEEDS": "1 2", "LOAD_EPOCH": "2", "EVAL_ROOT": str(tmp_path / "eval"),
+           "EXTRA_OPTS": "DATALOADER.NUM_WORKERS 0"}
+
+    few = run_script("scripts/biomedcoop/eval_fewshot.sh", [data, "btmri", "2", "TinyBiomedCLIP"], tmp_path,
+                     MODEL_ROOT=str(tmp_path / "released/few_shot"), **env)
+    assert few.returncode == 0, few.stderr[-2000:]
+    assert "seed 2 skipped" in few.stderr  # no checkpoint for seed 2: named, not a crash
+    got = json.load(open(tmp_path / f"eval/btmri/shots_2/BiomedCoOp_TinyBiomedCLIP/{TAG}/seed1/results.json"))
+    assert got["eval_only"] and got["accuracy"] == res[("BiomedCoOp", 1)]["accuracy"]
+
+    b2n = run_script("scripts/biomedcoop/eval_base2new.sh", [data, "btmri", "TinyBiomedCLIP"], tmp_path,
+                     MODEL_ROOT=str(tmp_path / "released/base2new"), **{**env, "SEEDS": "1"})
+    assert b2n.returncode == 0, b2n.stderr[-2000:]
+    for phase, key in (("test_base", "base"), ("test_new", "new")):
+        path = tmp_path / f"eval/base2new/{phase}/btmri/shots_16/BiomedCoOp_TinyBiomedCLIP/{TAG}/seed1/results.json"
+        got = json.load(open(path))
+        assert got["subsample_classes"] == key and got["accuracy"] == res[key]["accuracy"]
+        assert got["classnames"] == res[key]["classnames"]
+
+
+class FakeHub:
+    """Stands in for huggingface_hub: a repository holding seeds 1 and 2 of some checkpoints."""
+
+    def __init__(self, files):
+        self.files, self.downloads = files, []
+
+    def api(self):
+        hub = self
+
+        class Api:
+            def list_repo_files(self, repo_id, repo_type=None):
+                assert repo_id == "TahaKoleilat/BiomedCoOp" and repo_type == "model"
+                return list(hub.files)
+
+        return Api()
+
+    def download(self, repo_id, filename, repo_type=None, local_dir=None):
+        self.downloads.append(filename)
+        target = os.path.join(local_dir, filename)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb") as f:
+            f.write(b"ckpt")
+        return target
+
+
+def test_download_checkpoints_fetches_every_released_seed_and_names_the_rest(tmp_path, monkeypatch, capsys):
+    import download_checkpoints as dc
+    import huggingface_hub
+
+    released = [dc.checkpoint_path("few_shot", "btmri", s, 16) for s in (1, 2)]
+    released.append(dc.checkpoint_path("base2new", "btmri", 1).replace("btmri", "BTMRI"))  # spelled differently
+    hub = FakeHub(released + ["README.md"])
+    monkeypatch.setattr(huggingface_hub, "HfApi", hub.api)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.download)
+    args = ["--datasets", "btmri", "busi", "--shots", "16", "--dir", str(tmp_path)]
+    assert dc.main(args) == 0
+    out = capsys.readouterr().out
+    assert "3 downloaded, 0 already present" in out
+    assert "few_shot btmri K=16: seed 3" in out and "few_shot busi K=16: seed 1, 2, 3" in out
+    assert "base2new btmri: seed 2, 3" in out and "base2new busi" not in out  # BUSI has no class split
+    assert os.path.isfile(tmp_path / dc.checkpoint_path("base2new", "btmri", 1))
+    assert os.path.isfile(tmp_path / dc.checkpoint_path("few_shot", "btmri", 2, 16))
+
+    hub.downloads.clear()
+    assert dc.main(args) == 0  # a second run fetches nothing already there
+    assert hub.downloads == [] and "0 downloaded, 3 already present" in capsys.readouterr().out
+
+    def offline():
+        raise huggingface_hub.errors.OfflineModeIsEnabled("offline")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert dc.main(["--datasets", "kvasir", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot list the checkpoints") and "HF_HUB_OFFLINE is set" in err
