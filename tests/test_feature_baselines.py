@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 import train
+from engine.errors import UserError
 from engine.optim import build_lr_scheduler
 from engine.trainer import build_trainer
 from trainers.clip_adapter import Adapter, residual_mix
@@ -199,6 +200,10 @@ def test_checkpoint_holds_what_was_learned_and_reloads_to_the_same_logits(synthe
         reloaded.load_model(str(tmp_path / "fit"))
         after = reloaded.model_inference(feats)
     assert torch.allclose(before, after, atol=1e-5)
+    if method == "TipAdapter":  # its cache has one key per training image: 1 shot cannot read a 2-shot cache
+        other = make_trainer(synthetic_btmri, method, tmp_path / "one_shot", "TinyBiomedCLIP", "DATASET.NUM_SHOTS", "1")
+        with pytest.raises(UserError, match="does not fit this run"):
+            other.load_model(str(tmp_path / "fit"))
 
 
 @pytest.mark.parametrize("model", ["TinyCLIP", "TinyPubMedCLIP", "TinyPMCCLIP"])

@@ -91,6 +91,15 @@ class FeatureMethod(TrainerX):
         """Views to cache for `epochs` epochs: one per epoch unless FEATURES.TRAIN_VIEWS caps it."""
         return self.cfg.FEATURES.TRAIN_VIEWS or epochs
 
+    def load_state(self, name: str, model, state: dict) -> None:
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise UserError(
+                f"The '{name}' checkpoint does not fit this run: it was made with another backbone, dataset, "
+                f"class subset or number of shots ({str(err).splitlines()[-1].strip()})."
+            ) from err
+
     # ----- loop -------------------------------------------------------------------------------------
     def train(self) -> dict | None:
         self.time_start = time.time()
