@@ -41,23 +41,36 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def full_size_biomedclip():
+    """BiomedCLIP's full architecture with random weights (no download), frozen, in eval mode."""
+    torch.manual_seed(0)
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.PRETRAINED = False
+    return BACKBONE_REGISTRY.get("BiomedCLIP")(cfg).eval().requires_grad_(False)
+
+
+def trimmed_and_padded(bb, classes: list[str], learner_class=PromptLearner):
+    """Two prompt learners with the same learned state: ours (trimmed to the longest real prompt)
+    and the reference's (padded to the model's context length, 256 tokens for BiomedCLIP)."""
+    trimmed = learner_class(bb, classes, ctx_init="a photo of a")
+    padded = learner_class(bb, classes, ctx_init="a photo of a")
+    padded.load_state_dict(trimmed.state_dict())
+    full_ids = bb.tokenize([f"a photo of a {c}." for c in classes])
+    emb = bb.embed_tokens(full_ids)
+    padded.token_ids, padded.token_prefix, padded.token_suffix = full_ids, emb[:, :1], emb[:, 5:]
+    return trimmed, padded
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--classes", type=int, default=4)
     args = p.parse_args(argv)
-    torch.manual_seed(0)
-    cfg = get_cfg_default()
-    cfg.MODEL.BACKBONE.PRETRAINED = False
-    bb = BACKBONE_REGISTRY.get("BiomedCLIP")(cfg).eval().requires_grad_(False)
+    bb = full_size_biomedclip()
     classes = CLASSES[: args.classes]
-    trimmed = PromptLearner(bb, classes, ctx_init="a photo of a")
-    padded = PromptLearner(bb, classes, ctx_init="a photo of a")
-    full_ids = bb.tokenize([f"a photo of a {c}." for c in classes])
-    padded.token_ids = full_ids
-    emb = bb.embed_tokens(full_ids)
-    padded.token_prefix, padded.token_suffix = emb[:, :1], emb[:, 5:]
+    trimmed, padded = trimmed_and_padded(bb, classes)
+    full_ids = padded.token_ids
     bank = F.normalize(torch.randn(len(classes), 50, bb.embed_dim), dim=-1)
     mean = F.normalize(bank.mean(1), dim=-1)
     images = torch.randn(args.batch, 3, 224, 224)

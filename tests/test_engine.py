@@ -75,6 +75,28 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
         merge_from_file(get_cfg_default(), str(path))
 
 
+def test_base_config_is_merged_first_and_cycles_are_named(tmp_path):
+    (tmp_path / "default.yaml").write_text("OPTIM:\n  LR: 0.5\n  MAX_EPOCH: 7\n")
+    (tmp_path / "one.yaml").write_text("_BASE_: default.yaml\nOPTIM:\n  LR: 0.25\n")
+    cfg = get_cfg_default()
+    merge_from_file(cfg, str(tmp_path / "one.yaml"))
+    assert (cfg.OPTIM.LR, cfg.OPTIM.MAX_EPOCH) == (0.25, 7)  # the file's own value wins over its base
+    (tmp_path / "a.yaml").write_text("_BASE_: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("_BASE_: a.yaml\n")
+    with pytest.raises(UserError, match="cycle"):
+        merge_from_file(get_cfg_default(), str(tmp_path / "a.yaml"))
+    (tmp_path / "lost.yaml").write_text("_BASE_: nowhere.yaml\n")
+    with pytest.raises(UserError, match="nowhere.yaml"):
+        merge_from_file(get_cfg_default(), str(tmp_path / "lost.yaml"))
+
+
+def test_every_method_declares_its_config_subtree():
+    cfg = get_cfg_default()
+    for key in ("COOP", "BIOMEDCOOP", "COCOOP", "KGCOOP", "PROGRAD", "ZEROSHOT"):
+        assert key in cfg.TRAINER
+    assert (cfg.TRAINER.KGCOOP.W, cfg.TRAINER.PROGRAD.TEACHER, cfg.TRAINER.COCOOP.CTX_INIT) == (1.0, "zeroshot", "")
+
+
 def test_trainer_names_split_into_method_and_backbone():
     assert split_trainer_name("BiomedCoOp_TinyBiomedCLIP") == ("BiomedCoOp", "TinyBiomedCLIP")
     assert split_trainer_name("CoOp_BiomedCLIP") == ("CoOp", "BiomedCLIP")

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_end_to_end import run_script
+from test_trainers import make_trainer
 
 import train
 from engine.prompts import load_ensemble
-from engine.trainer import build_trainer
 from trainers.cocoop import ConditionalPromptLearner
 from trainers.kgcoop import knowledge_distance
 from trainers.prograd import ProGrad, project_conflicting, soft_target_loss
@@ -21,16 +21,6 @@ from trainers.zeroshot import ensemble_classifier
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = "OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0"
-
-
-def make_trainer(root, trainer, config, out, *extra):
-    args = train.parse_args([
-        "--root", root, "--seed", "1", "--trainer", trainer,
-        "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
-        "--config-file", os.path.join(REPO, config), "--output-dir", str(out),
-        "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0", *extra,
-    ])
-    return build_trainer(train.setup_cfg(args))
 
 
 def first_batch(trainer):
@@ -287,3 +277,25 @@ def test_prompt_learner_builds_per_image_prompts_like_shared_ones(tiny_biomedcli
     learner = PromptLearner(tiny_biomedclip, ["a", "b", "c"], ctx_init="a photo of a")
     stacked = learner(learner.ctx.unsqueeze(0).expand(2, -1, -1))
     assert stacked.shape[:2] == (2, 3) and torch.equal(stacked[0], learner()) and torch.equal(stacked[1], learner())
+
+
+@pytest.mark.parametrize("backbone", ["TinyCLIP", "TinyPubMedCLIP", "TinyPMCCLIP"])
+def test_every_method_trains_and_predicts_on_every_family(backbone, synthetic_btmri, tmp_path):
+    configs = {
+        "ZeroShot": "configs/trainers/ZeroShot/vit_b16.yaml",
+        "ZeroShotEnsemble": "configs/trainers/ZeroShot/vit_b16.yaml",
+        "CoCoOp": "configs/trainers/CoCoOp/vit_b16.yaml",
+        "KgCoOp": "configs/trainers/KgCoOp/few_shot/btmri.yaml",
+        "ProGrad": "configs/trainers/ProGrad/few_shot/btmri.yaml",
+    }
+    for method, config in configs.items():
+        t = make_trainer(synthetic_btmri, f"{method}_{backbone}", config, tmp_path / method, "OPTIM.MAX_EPOCH", "1")
+        if method.startswith("ZeroShot"):
+            assert t.train()["total"] == 24
+            continue
+        before = t.prompt_learner.ctx.detach().clone()
+        t.set_model_mode("train")
+        summary = t.forward_backward(first_batch(t))
+        assert math.isfinite(summary["loss"]) and not torch.equal(before, t.prompt_learner.ctx)
+        logits = t.model_inference(t.test_features()[0][:3])
+        assert logits.shape == (3, 4) and torch.isfinite(logits).all()
