@@ -161,7 +161,11 @@ def _check_keys(new: dict, ref: CN, where: str, prefix: str = "") -> None:
             _check_keys(value, ref[key], where, prefix=f"{full}.")
 
 
-def merge_from_file(cfg: CN, path: str) -> None:
+def merge_from_file(cfg: CN, path: str, _chain: tuple[str, ...] = ()) -> None:
+    """Merge a YAML file; a top-level `_BASE_: other.yaml` (relative to the file) is merged first.
+
+    `_BASE_` lets a per-dataset config state only what differs from its method's default.
+    """
     if not os.path.isfile(path):
         raise UserError(f"Config file not found: {path}. Check the path (configs/ holds the shipped ones).")
     with open(path, encoding="utf-8") as f:
@@ -169,6 +173,12 @@ def merge_from_file(cfg: CN, path: str) -> None:
             data = yaml.safe_load(f) or {}
         except yaml.YAMLError as err:
             raise UserError(f"{path} is not valid YAML: {err}") from err
+    base = data.pop("_BASE_", None) if isinstance(data, dict) else None
+    if base is not None:
+        base_path = os.path.normpath(os.path.join(os.path.dirname(path), str(base)))
+        if base_path in _chain + (os.path.normpath(path),):
+            raise UserError(f"{path}: _BASE_ '{base}' makes a cycle ({' -> '.join(_chain + (path, base_path))}).")
+        merge_from_file(cfg, base_path, _chain + (os.path.normpath(path),))
     _check_keys(data, cfg, path)
     try:
         cfg.merge_from_other_cfg(CN(data))
