@@ -196,3 +196,31 @@ def test_plot_file_opens(grid, tmp_path, ext):
         assert "BTMRI" in text and "Base-to-novel" in text
     with pytest.raises(ValueError, match="must end in"):
         plot_results(grid, str(tmp_path / "fig.jpg"))
+
+
+def test_reproduction_report_rows_averages_and_drift(tmp_path):
+    from reproduction_report import render, report_rows
+
+    ours, released = str(tmp_path / "ours"), str(tmp_path / "eval")
+    for root, accs in ((ours, {("BTMRI", 1): 70.0, ("BTMRI", 2): 72.0, ("BUSI", 1): 60.0}),
+                       (released, {("BTMRI", 1): 71.0, ("BTMRI", 2): 75.0, ("BUSI", 1): 60.5, ("BUSI", 2): 61.0})):
+        for (ds, seed), acc in accs.items():
+            write_run(root, f"{ds.lower()}/shots_16", "BiomedCoOp", ds, 16, seed, acc)
+    write_run(ours, "base2new/test_new/btmri/shots_16", "BiomedCoOp", "BTMRI", 16, 1, 50.0, "new")
+    write_run(released, "base2new/test_new/btmri/shots_16", "BiomedCoOp", "BTMRI", 16, 1, 55.0, "new")
+    rows = report_rows(ours, released, tolerance=2.0)
+    by_key = {(r["task"], r["dataset"], r["seed"]): r for r in rows}
+    assert by_key[("few_shot", "BTMRI", 1)]["ours_minus_released"] == -1.0 and not by_key[("few_shot", "BTMRI", 1)][
+        "flag"]
+    assert by_key[("few_shot", "BTMRI", 2)]["flag"] == "drift"  # 72 vs 75
+    assert by_key[("few_shot", "BUSI", 2)]["flag"] == "only released"
+    avg = by_key[("few_shot", "average", "mean")]
+    assert avg["ours"] == pytest.approx((71.0 + 60.0) / 2) and avg["released"] == pytest.approx((73.0 + 60.75) / 2)
+    assert avg["paper"] == 72.42 and avg["ours_minus_paper"] == pytest.approx(65.5 - 72.42)
+    assert "paper averages 11 datasets" in avg["flag"]
+    novel = by_key[("new", "average", "mean")]
+    assert novel["paper"] == 73.92 and novel["ours_minus_released"] == -5.0 and "drift" in novel["flag"]
+    text = render(rows, "markdown")
+    assert "| few_shot | BTMRI" in text and "drift" in text
+    assert len(list(csv.DictReader(io.StringIO(render(rows, "csv"))))) == len(rows)
+    assert "\\begin{tabular}" in render(rows, "latex")

@@ -205,6 +205,12 @@ def test_eval_scripts_evaluate_reference_style_checkpoints(runs, tmp_path):
         assert got["subsample_classes"] == key and got["accuracy"] == res[key]["accuracy"]
         assert got["classnames"] == res[key]["classnames"]
 
+    from reproduction_report import report_rows
+
+    rows = report_rows(root, str(tmp_path / "eval"))
+    same = [r for r in rows if r["dataset"] == "BTMRI" and r["seed"] == 1 and r["task"] in ("few_shot", "new")]
+    assert len(same) == 2 and all(r["ours_minus_released"] == 0.0 and r["flag"] == "" for r in same)
+
 
 class FakeHub:
     """Stands in for huggingface_hub: a repository holding seeds 1 and 2 of some checkpoints."""
