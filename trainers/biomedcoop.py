@@ -16,6 +16,7 @@ from engine.config import prompt_cfg, register_method_cfg
 from engine.errors import UserError
 from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
+from engine.text_cache import encode_prompts_cached
 from trainers.coop import PromptTrainer
 
 
@@ -51,11 +52,11 @@ def select_prompts(scores: torch.Tensor, tau: float, absolute: bool = False) -> 
 
 
 @torch.no_grad()
-def encode_prompt_bank(backbone, ensemble: list[list[str]]) -> torch.Tensor:
-    """(C, N, D) unit vectors: prompt i of every class, encoded once by the frozen text tower in eval mode."""
-    backbone.eval()
+def encode_prompt_bank(backbone, ensemble: list[list[str]], cache_dir: str | None = None) -> torch.Tensor:
+    """(C, N, D) unit vectors: prompt i of every class, encoded once by the frozen text tower in eval mode
+    (and kept in `cache_dir` for the next run)."""
     flat = [sentence for sentences in ensemble for sentence in sentences]
-    feats = backbone.encode_prompts(flat).float()
+    feats = encode_prompts_cached(backbone, flat, cache_dir)
     return F.normalize(feats.view(len(ensemble), len(ensemble[0]), -1), dim=-1)
 
 
@@ -96,7 +97,7 @@ class BiomedCoOp(PromptTrainer):
         super().build_model()
         mcfg = self.method_cfg
         ensemble = load_ensemble(self.cfg.DATASET.NAME, self.classnames, mcfg.N_PROMPTS)
-        self.prompt_bank = encode_prompt_bank(self.backbone, ensemble)
+        self.prompt_bank = encode_prompt_bank(self.backbone, ensemble, self.feature_cache.dir)
         self.ensemble_mean = F.normalize(self.prompt_bank.mean(dim=1), dim=-1)
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:

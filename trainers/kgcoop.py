@@ -33,7 +33,9 @@ class KgCoOp(PromptTrainer):
 
     def build_model(self) -> None:
         super().build_model()
-        self.hand_crafted = hand_crafted_classifier(self.backbone, self.classnames).to(self.device)
+        self.hand_crafted = hand_crafted_classifier(
+            self.backbone, self.classnames, cache_dir=self.feature_cache.dir
+        ).to(self.device)
 
     def forward_backward(self, batch: dict) -> dict:
         features, label = self.parse_batch_train(batch)

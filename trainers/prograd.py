@@ -70,7 +70,9 @@ class ProGrad(PromptTrainer):
 
     def build_model(self) -> None:
         super().build_model()
-        self.hand_crafted = hand_crafted_classifier(self.backbone, self.classnames).to(self.device)
+        self.hand_crafted = hand_crafted_classifier(
+            self.backbone, self.classnames, cache_dir=self.feature_cache.dir
+        ).to(self.device)
 
     def teacher_logits(self, features: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
         if self.method_cfg.TEACHER == "self":

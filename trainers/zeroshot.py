@@ -17,6 +17,7 @@ from yacs.config import CfgNode as CN
 from engine.config import register_method_cfg
 from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
+from engine.text_cache import encode_prompts_cached
 from engine.trainer import TrainerX
 from trainers.biomedcoop import encode_prompt_bank
 
@@ -36,11 +37,12 @@ def class_prompts(template: str, classnames: list[str]) -> list[str]:
     return [template.format(c.replace("_", " ")) for c in classnames]
 
 
-@torch.no_grad()
-def hand_crafted_classifier(backbone, classnames: list[str], template: str = HAND_CRAFTED_TEMPLATE) -> torch.Tensor:
-    """(C, D) unit text features of one template per class, encoded by the frozen text tower in eval mode."""
-    backbone.eval()
-    return F.normalize(backbone.encode_prompts(class_prompts(template, classnames)).float(), dim=-1)
+def hand_crafted_classifier(
+    backbone, classnames: list[str], template: str = HAND_CRAFTED_TEMPLATE, cache_dir: str | None = None,
+) -> torch.Tensor:
+    """(C, D) unit text features of one template per class, from the frozen text tower in eval mode
+    (and kept in `cache_dir` for the next run)."""
+    return F.normalize(encode_prompts_cached(backbone, class_prompts(template, classnames), cache_dir), dim=-1)
 
 
 def ensemble_classifier(bank: torch.Tensor) -> torch.Tensor:
@@ -73,7 +75,7 @@ class ZeroShot(ZeroShotTrainer):
     def build_classifier(self) -> torch.Tensor:
         template = self.cfg.TRAINER.ZEROSHOT.TEMPLATE
         self.logger.info(f"Zero-shot classifier from the template '{template}'")
-        return hand_crafted_classifier(self.backbone, self.classnames, template)
+        return hand_crafted_classifier(self.backbone, self.classnames, template, self.feature_cache.dir)
 
 
 @TRAINER_REGISTRY.register()
@@ -83,4 +85,4 @@ class ZeroShotEnsemble(ZeroShotTrainer):
         ensemble = load_ensemble(self.cfg.DATASET.NAME, self.classnames, n_prompts,
                                  n_prompts_key="TRAINER.ZEROSHOT.N_PROMPTS")
         self.logger.info(f"Zero-shot classifier from {n_prompts} ensemble sentences per class")
-        return ensemble_classifier(encode_prompt_bank(self.backbone, ensemble))
+        return ensemble_classifier(encode_prompt_bank(self.backbone, ensemble, self.feature_cache.dir))
