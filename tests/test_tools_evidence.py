@@ -267,3 +267,30 @@ def test_download_checkpoints_fetches_every_released_seed_and_names_the_rest(tmp
     assert dc.main(["--datasets", "kvasir", "--dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: cannot list the checkpoints") and "HF_HUB_OFFLINE is set" in err
+
+
+def test_reproduce_paper_dry_run_lists_runs_and_counts_tower_passes(tmp_path):
+    env = {"DATASETS": "btmri", "SHOTS": "1 2", "SEEDS": "1", "METHODS": "coop biomedcoop nosuch"}
+    proc = run_script("scripts/reproduce_paper.sh", ["--dry-run", "DATA", "BiomedCLIP"], tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "nosuch skipped" in proc.stderr
+    assert proc.stdout.count("to run") == 8 and "8 runs (0 already finished)" in proc.stdout
+    # BTMRI: 4 classes, 1717 test images (858 per class half). Cache: 100 views x (4 + 8) images for
+    # K = 1, 2; 50 views x 32 base-class images; the test set once. Without it, per method:
+    # 100 x 4 + 1717 + 100 x 8 + 1717 + 50 x 32 + 858 + 858 (novel classes: evaluation only).
+    assert "at most 4,517 with the feature cache" in proc.stdout
+    assert f"({2 * (400 + 1717 + 800 + 1717 + 1600 + 858 + 858):,} if every image" in proc.stdout
+    assert not (tmp_path / "output").exists()  # nothing ran
+
+
+def test_reproduce_paper_runs_a_small_grid_and_ends_with_tables_and_plot(synthetic_btmri, tmp_path):
+    env = {"DATASETS": "btmri", "SHOTS": "1", "SEEDS": "1", "METHODS": "biomedcoop", "BASE2NEW": "0",
+           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0"}
+    proc = run_script("scripts/reproduce_paper.sh", [synthetic_btmri, "TinyBiomedCLIP"], tmp_path, **env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Few-shot accuracy (%), average over 1 dataset(s)" in proc.stdout
+    assert "BiomedCoOp" in (tmp_path / "output/tables.md").read_text()
+    from PIL import Image
+
+    with Image.open(tmp_path / "output/results.png") as img:
+        assert img.format == "PNG"

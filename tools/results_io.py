@@ -330,7 +330,7 @@ def few_shot_grid(runs: list[Run], seeds: list[int] | None = None) -> FewShotGri
     chosen = [r for r in runs if r.task == "few_shot"]
     groups: dict = {}
     for r in chosen:
-        k = 0 if r.method in ZERO_SHOT_METHODS and r.shots <= 0 else max(r.shots, 0)
+        k = 0 if r.method in ZERO_SHOT_METHODS else max(r.shots, 0)  # zero-shot does not depend on K
         groups.setdefault((r.method, r.backbone), {}).setdefault(k, {}).setdefault(r.dataset, []).append(r)
     return FewShotGrid(
         groups=dict(sorted(groups.items(), key=lambda kv: (method_sort_key(kv[0][0]), kv[0][1]))),
