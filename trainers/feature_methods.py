@@ -22,16 +22,7 @@ import torch.nn.functional as F
 from engine.data import stack_labels, transform_spec
 from engine.errors import UserError
 from engine.trainer import TrainerX
-
-TEMPLATE = "a photo of a {}."
-
-
-@torch.no_grad()
-def single_template_classifier(backbone, classnames: list[str], template: str = TEMPLATE) -> torch.Tensor:
-    """(C, D) unit text features of one prompt per class, from the frozen text tower in eval mode."""
-    backbone.eval()
-    prompts = [template.format(name.replace("_", " ")) for name in classnames]
-    return F.normalize(backbone.encode_prompts(prompts).float(), dim=-1)
+from trainers.zeroshot import hand_crafted_classifier
 
 
 def shuffled_batches(n: int, batch_size: int) -> Iterator[torch.Tensor]:
@@ -58,7 +49,10 @@ class FeatureMethod(TrainerX):
     """A method that fits on cached features instead of running the engine's batch loop."""
 
     def build_model(self) -> None:
-        self.text_weights = single_template_classifier(self.backbone, self.classnames).to(self.device)
+        # "a photo of a {}.": the zero-shot classifier's text features (cached beside the image features)
+        self.text_weights = hand_crafted_classifier(
+            self.backbone, self.classnames, cache_dir=self.feature_cache.dir
+        ).to(self.device)
         self.build_head()
 
     def build_head(self) -> None:
@@ -97,7 +91,7 @@ class FeatureMethod(TrainerX):
         except RuntimeError as err:
             raise UserError(
                 f"The '{name}' checkpoint does not fit this run: it was made with another backbone, dataset, "
-                f"class subset or number of shots ({str(err).splitlines()[-1].strip()})."
+                f"class subset or number of shots ({str(err).splitlines()[-1].strip().rstrip('.')})."
             ) from err
 
     # ----- loop -------------------------------------------------------------------------------------
