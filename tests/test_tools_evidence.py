@@ -294,3 +294,17 @@ def test_reproduce_paper_runs_a_small_grid_and_ends_with_tables_and_plot(synthet
 
     with Image.open(tmp_path / "output/results.png") as img:
         assert img.format == "PNG"
+
+
+def test_an_older_eval_only_run_names_its_checkpoint_in_its_log(runs, tmp_path):
+    import shutil
+
+    from results_io import evaluated_model
+
+    old = tmp_path / "seed1"
+    shutil.copytree(run_dir(runs["root"], "BiomedCoOp", 1, phase="test_new"), old)
+    record = json.load(open(old / "results.json"))
+    record.pop("config", None)
+    base_dir = run_dir(runs["root"], "BiomedCoOp", 1, phase="train_base")
+    assert evaluated_model(str(old), record) == (base_dir, 2)
+    assert evaluated_model(base_dir, runs["results"]["base"]) == (base_dir, None)

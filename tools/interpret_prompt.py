@@ -32,10 +32,10 @@ class InterpretError(Exception):
 def find_checkpoint(path: str, epoch: int | None = None) -> str:
     if os.path.isfile(path):
         return path
-    record = _record(path)
-    config = record.get("config") or {}
-    if record.get("eval_only") and config.get("run.model_dir"):
-        path = config["run.model_dir"]  # an eval-only run: the checkpoint it tested
+    from results_io import evaluated_model
+
+    path, tested = evaluated_model(path, _record(path))  # an eval-only run: the checkpoint it tested
+    epoch = epoch if epoch is not None else tested
     folder = os.path.join(path, "prompt_learner")
     found = sorted((int(f.rsplit("-", 1)[1]), f) for f in os.listdir(folder)
                    if re.fullmatch(r"model\.pth\.tar-\d+", f)) if os.path.isdir(folder) else []

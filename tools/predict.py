@@ -119,14 +119,6 @@ def build_run_config(record: dict, root: str | None = None):
     return cfg
 
 
-def checkpoint_dir(run_dir: str, record: dict) -> str:
-    """Where the run's weights are: the run itself, or the model an eval-only run tested."""
-    model_dir = record["config"].get("run.model_dir")
-    if record.get("eval_only") and model_dir:
-        return model_dir
-    return run_dir
-
-
 class Predictor:
     """A trained run, rebuilt, that turns image files into class probabilities."""
 
@@ -137,8 +129,10 @@ class Predictor:
         cfg = build_run_config(record, root)
         self.trainer = build_trainer(cfg)
         if self.trainer._models:
-            epoch = epoch if epoch is not None else record["config"].get("run.load_epoch")
-            self.trainer.load_model(checkpoint_dir(run_dir, record), epoch=epoch)
+            from results_io import evaluated_model
+
+            model_dir, tested_epoch = evaluated_model(run_dir, record)
+            self.trainer.load_model(model_dir, epoch=epoch if epoch is not None else tested_epoch)
         self.trainer.set_model_mode("eval")
         self.classnames = list(self.trainer.classnames)
         self.transform = self.trainer.dm.tfm_test

@@ -406,3 +406,29 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+LOADED_LINE = re.compile(r"^Loading weights to (\S+) from (.+?) \(epoch = .*\)$")
+
+
+def evaluated_model(run_dir: str, record: dict) -> tuple[str, int | None]:
+    """(folder holding <model>/model.pth.tar-<E>, epoch or None) of a run's weights.
+
+    A trained run holds its own checkpoints. An eval-only run holds none: the folder it loaded is in its
+    recorded settings ("run.model_dir") or, for older runs, in the "Loading weights" line of its log.
+    """
+    if not record.get("eval_only"):
+        return run_dir, None
+    config = record.get("config") or {}
+    if config.get("run.model_dir"):
+        return config["run.model_dir"], config.get("run.load_epoch")
+    log = os.path.join(run_dir, "log.txt")
+    if os.path.isfile(log):
+        with open(log, encoding="utf-8") as f:
+            for line in f:
+                match = LOADED_LINE.match(line.strip())
+                if match:
+                    path = match.group(2)
+                    epoch = path.rsplit("-", 1)[-1]
+                    return os.path.dirname(os.path.dirname(path)), int(epoch) if epoch.isdigit() else None
+    return run_dir, None
