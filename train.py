@@ -16,10 +16,10 @@ import sys
 import backbones  # noqa: F401  (registers the model families)
 import datasets  # noqa: F401  (registers the benchmark readers)
 import trainers  # noqa: F401  (registers the methods)
-from engine.config import get_cfg_default, merge_from_file, merge_from_list
+from engine.config import config_differences, flat_config, get_cfg_default, merge_from_file, merge_from_list
 from engine.errors import UserError
 from engine.trainer import build_trainer, split_trainer_name
-from engine.utils import set_random_seed, setup_logger
+from engine.utils import read_json, set_random_seed, setup_logger
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--model-dir", default="", help="load the model from this directory for --eval-only")
     p.add_argument("--load-epoch", type=int, help="load the checkpoint of this epoch")
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
+    p.add_argument("--skip-finished", action="store_true",
+                   help="exit 0 when OUTPUT_DIR/results.json holds this exact config; stop when it holds another")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, applied last")
     return p.parse_args(argv)
 
@@ -74,16 +76,52 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
+def run_options(args: argparse.Namespace) -> dict:
+    """Command-line choices outside the config that change the numbers: which checkpoint is tested."""
+    if not args.eval_only:
+        return {}
+    model_dir = os.path.abspath(args.model_dir) if args.model_dir else ""
+    return {"run.eval_only": True, "run.model_dir": model_dir, "run.load_epoch": args.load_epoch}
+
+
+def finished_run_matches(output_dir: str, requested: dict) -> bool:
+    """True when output_dir/results.json was written with `requested`; raises a UserError when not."""
+    path = os.path.join(output_dir, "results.json")
+    if not os.path.isfile(path):
+        return False
+    try:
+        record = read_json(path)
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path} cannot be read ({err}); delete it, or rerun with FORCE=1, to redo this seed.") from err
+    finished = record.get("config") if isinstance(record, dict) else None
+    differences = config_differences(finished, requested) if isinstance(finished, dict) else None
+    if differences == []:
+        return True
+    if differences:
+        what = "was made with other settings (finished -> requested):\n  " + "\n  ".join(differences)
+    else:
+        what = "does not record the settings it was made with, so it cannot be matched to this run."
+    raise UserError(
+        f"{path} {what}\n"
+        "To keep both, write elsewhere: OUTPUT_ROOT=<another folder> for the scripts (another --output-dir "
+        "for train.py). To replace it: FORCE=1 for the scripts (train.py without --skip-finished)."
+    )
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
+        if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, {**flat_config(cfg), **run_options(args)}):
+            print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job.")
+            return 0
         if cfg.SEED >= 0:
             set_random_seed(cfg.SEED)
         logger = setup_logger(cfg.OUTPUT_DIR)
         logger.info(f"** Arguments **\n{vars(args)}")
         logger.info(f"** Config **\n{cfg.dump()}")
         trainer = build_trainer(cfg)
+        trainer.run_options = run_options(args)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             report = trainer.test()

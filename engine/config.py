@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -205,3 +206,44 @@ def merge_from_list(cfg: CN, opts: list[str]) -> None:
         cfg.merge_from_list(opts)
     except (ValueError, TypeError, AssertionError) as err:
         raise UserError(f"Bad command-line override: {err}") from err
+
+
+# Keys that say where things live or how much is printed, not what is computed: two runs that differ
+# only here produce the same numbers, so they are left out when a finished run or a resume state is
+# matched against the requested config.
+NON_RESULT_KEYS = frozenset({
+    "OUTPUT_DIR", "RESUME", "VERBOSE", "DATALOADER.NUM_WORKERS", "FEATURES.CACHE_DIR",
+    "DATASET.FEWSHOT_CACHE_DIR", "MODEL.BACKBONE.PATH", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+})
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def flat_config(cfg: CN, prefix: str = "") -> dict[str, Any]:
+    """{"OPTIM.LR": 0.002, ...}: every key that can change a run's numbers, JSON-ready."""
+    out: dict[str, Any] = {}
+    for key in sorted(cfg.keys()):
+        full = f"{prefix}{key}"
+        value = cfg[key]
+        if isinstance(value, CN):
+            out.update(flat_config(value, f"{full}."))
+        elif full not in NON_RESULT_KEYS:
+            out[full] = _plain(value)
+    if not prefix and out.get("DATASET.ROOT") is not None:
+        out["DATASET.ROOT"] = os.path.abspath(os.path.expanduser(out["DATASET.ROOT"] or "."))
+    return out
+
+
+def config_differences(old: dict, new: dict, limit: int = 8) -> list[str]:
+    """'KEY: OLD -> NEW' for each key both configs have with different values.
+
+    A key only one side has came with a code change (say a newly added method's TRAINER.<KEY>
+    defaults) and played no part in the older run, so it does not count.
+    """
+    keys = [k for k in sorted(set(old) & set(new)) if old[k] != new[k]]
+    lines = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        lines.append(f"... and {len(keys) - limit} more")
+    return lines

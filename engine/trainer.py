@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
+from engine.config import flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
@@ -44,6 +45,12 @@ def split_trainer_name(name: str) -> tuple[str, str | None]:
     raise UserError(
         f"Unknown trainer '{name}'. Use <METHOD>_<MODEL> with METHOD in: {methods}; MODEL in: {backbones}."
     )
+
+
+def backbone_label(cfg) -> str:
+    """The model name as results report it; random weights are never labelled as the real model."""
+    name = cfg.MODEL.BACKBONE.NAME
+    return name if cfg.MODEL.BACKBONE.PRETRAINED else f"{name}-random"
 
 
 def build_trainer(cfg):
@@ -98,6 +105,9 @@ class TrainerX:
         self._optims: dict[str, torch.optim.Optimizer | None] = {}
         self._scheds: dict[str, object] = {}
         self._test_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Command-line choices outside the config that change the numbers (set by train.py for
+        # --eval-only: which checkpoint was tested); recorded with the config in results.json.
+        self.run_options: dict = {}
         self.check_cfg(cfg)
         self.build_data_loader()
         self.backbone = build_backbone(cfg).to(self.device)
@@ -376,13 +386,17 @@ class TrainerX:
             self.logger.info(line)
         return report
 
+    def effective_config(self) -> dict:
+        """What results.json records and scripts compare before skipping a seed (see train.py)."""
+        return {**flat_config(self.cfg), **self.run_options}
+
     def write_results(self, report: dict, elapsed_s: float | None = None, eval_only: bool = False) -> None:
         cfg = self.cfg
         method, _ = split_trainer_name(cfg.TRAINER.NAME)
         record = {
             "trainer": cfg.TRAINER.NAME,
             "method": method,
-            "backbone": cfg.MODEL.BACKBONE.NAME,
+            "backbone": backbone_label(cfg),
             "dataset": cfg.DATASET.NAME,
             "num_shots": cfg.DATASET.NUM_SHOTS,
             "seed": cfg.SEED,
@@ -393,6 +407,8 @@ class TrainerX:
             "train_views": cfg.FEATURES.TRAIN_VIEWS or self.max_epoch,
             "elapsed_s": None if elapsed_s is None else round(elapsed_s, 2),
             "classnames": self.classnames,
+            "pretrained": bool(cfg.MODEL.BACKBONE.PRETRAINED),
             **report,
+            "config": self.effective_config(),
         }
         write_json(record, os.path.join(self.output_dir, "results.json"))

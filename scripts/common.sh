@@ -48,6 +48,10 @@ per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, 
     echo "$cfg"
 }
 
+run_train() {  # runs one train.py command; with PRINT_RUNS=1 prints it instead (tools/sweep.py plans from this)
+    if [ "${PRINT_RUNS:-0}" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
+}
+
 # few_shot METHOD CONFIG DATA DATASET SHOTS MODEL
 few_shot() {
     local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6
@@ -55,7 +59,7 @@ few_shot() {
     local tag; tag=$(weights_tag)
     for seed in $SEEDS; do
         local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
-        "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+        run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$dir" $(skip_flag) \
             DATASET.NUM_SHOTS "$shots" ${EXTRA_OPTS:-}
     done
@@ -70,10 +74,10 @@ base2new() {
     for seed in $SEEDS; do
         local sub="$dataset/shots_16/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
         local train_dir="$OUTPUT_ROOT/base2new/train_base/$sub" test_dir="$OUTPUT_ROOT/base2new/test_new/$sub"
-        "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+        run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$train_dir" $(skip_flag) \
             DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base ${EXTRA_OPTS:-}
-        "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+        run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$test_dir" $(skip_flag) \
             --model-dir "$train_dir" ${epoch:+--load-epoch "$epoch"} --eval-only \
             DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new ${EXTRA_OPTS:-}

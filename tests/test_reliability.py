@@ -1,0 +1,110 @@
+"""Reliability: no stale or silently reused results, safe shared data, one-line answers to mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+import train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_data(root, per_class: int = 8, seed: int = 0) -> str:
+    """A private synthetic BTMRI (tests here change or remove its files)."""
+    from make_synthetic_dataset import write_dataset
+
+    write_dataset(str(root), "BTMRI", per_class=per_class, size=16, seed=seed)
+    return str(root)
+
+
+def args_for(root, out, *extra, trainer="BiomedCoOp_TinyBiomedCLIP", shots=2, epochs=2, flags=()):
+    return [
+        "--root", str(root), "--seed", "1", "--trainer", trainer, *flags,
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+        "--config-file", os.path.join(REPO, "configs/trainers/BiomedCoOp/few_shot/btmri.yaml"),
+        "--output-dir", str(out), "DATASET.NUM_SHOTS", str(shots), "OPTIM.MAX_EPOCH", str(epochs),
+        "DATALOADER.NUM_WORKERS", "0", *extra,
+    ]
+
+
+# ----- 2. stale results ---------------------------------------------------------------------------
+def test_finished_seed_is_skipped_only_when_its_config_matches(tmp_path, capsys):
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "run"
+    assert train.main(args_for(data, out, flags=["--skip-finished"])) == 0
+    record = json.load(open(out / "results.json"))
+    assert record["config"]["OPTIM.MAX_EPOCH"] == 2 and record["config"]["TRAINER.BIOMEDCOOP.TAU"] == 1.5
+    assert record["pretrained"] is True and record["backbone"] == "TinyBiomedCLIP"
+    capsys.readouterr()
+
+    assert train.main(args_for(data, out, flags=["--skip-finished"])) == 0
+    assert "Skip this job" in capsys.readouterr().out
+
+    changed = args_for(data, out, "TRAINER.BIOMEDCOOP.TAU", "1.0", epochs=3, flags=["--skip-finished"])
+    assert train.main(changed) == 2
+    err = capsys.readouterr().err
+    assert "OPTIM.MAX_EPOCH: 2 -> 3" in err and "TRAINER.BIOMEDCOOP.TAU: 1.5 -> 1.0" in err
+    assert "OUTPUT_ROOT" in err and "FORCE=1" in err
+    assert json.load(open(out / "results.json")) == record  # nothing was overwritten
+
+    # Without --skip-finished (FORCE=1 in the scripts) the seed is redone with the new settings.
+    assert train.main(args_for(data, out, "TRAINER.BIOMEDCOOP.TAU", "1.0", epochs=3)) == 0
+    assert json.load(open(out / "results.json"))["config"]["TRAINER.BIOMEDCOOP.TAU"] == 1.0
+
+
+def test_results_without_a_recorded_config_are_not_trusted(tmp_path, capsys):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({"accuracy": 99.0}))
+    assert train.main(args_for(tmp_path, out, flags=["--skip-finished"])) == 2
+    assert "does not record the settings" in capsys.readouterr().err
+
+
+def script_commands(tmp_path, script, args, **env):
+    """The train.py command lines a script would run (PYTHON=echo prints instead of running)."""
+    full_env = {**os.environ, "PYTHON": "echo", "SEEDS": "1", **env}
+    proc = subprocess.run(["bash", os.path.join(REPO, script), *args], cwd=tmp_path, env=full_env,
+                          capture_output=True, text=True, timeout=60, check=True)
+    return proc.stdout.splitlines()
+
+
+def test_scripts_skip_only_matching_seeds_and_keep_random_weights_apart(tmp_path):
+    few = ["DATA", "btmri", "4", "BiomedCLIP"]
+    (line,) = script_commands(tmp_path, "scripts/biomedcoop/few_shot.sh", few)
+    assert "--skip-finished" in line and "/BiomedCoOp_BiomedCLIP/" in line
+    (line,) = script_commands(tmp_path, "scripts/biomedcoop/few_shot.sh", few, FORCE="1")
+    assert "--skip-finished" not in line
+    (line,) = script_commands(tmp_path, "scripts/biomedcoop/few_shot.sh", few,
+                              EXTRA_OPTS="MODEL.BACKBONE.PRETRAINED False OPTIM.MAX_EPOCH 2")
+    assert "/BiomedCoOp_BiomedCLIP-random/" in line
+    lines = script_commands(tmp_path, "scripts/biomedcoop/base2new.sh", ["DATA", "btmri", "BiomedCLIP"],
+                            EXTRA_OPTS="MODEL.BACKBONE.PRETRAINED false")
+    assert len(lines) == 2 and all("BiomedCoOp_BiomedCLIP-random/" in x and "--skip-finished" in x for x in lines)
+
+
+def test_random_weights_never_carry_the_real_model_label(tmp_path):
+    from engine.config import get_cfg_default
+    from engine.trainer import backbone_label
+
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.NAME = "BiomedCLIP"
+    assert backbone_label(cfg) == "BiomedCLIP"
+    cfg.MODEL.BACKBONE.PRETRAINED = False
+    assert backbone_label(cfg) == "BiomedCLIP-random"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_tqdm(monkeypatch):
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+
+
+def test_keys_added_by_new_code_do_not_make_a_finished_run_stale():
+    from engine.config import config_differences
+
+    old = {"OPTIM.LR": 0.002, "TRAINER.COOP.N_CTX": 4}
+    assert config_differences(old, {**old, "TRAINER.NEWMETHOD.ALPHA": 1.0}) == []
+    assert config_differences(old, {**old, "OPTIM.LR": 0.02}) == ["OPTIM.LR: 0.002 -> 0.02"]
