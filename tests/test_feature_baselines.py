@@ -17,7 +17,7 @@ from engine.optim import build_lr_scheduler
 from engine.trainer import build_trainer
 from trainers.clip_adapter import Adapter, residual_mix
 from trainers.feature_methods import one_thread
-from trainers.linear_probe import lpp_init_alpha, lpp_init_weight, lpp_lr_alpha, lpp_lr_w, search_c
+from trainers.linear_probe import Probe, lpp_init_alpha, lpp_init_weight, lpp_lr_alpha, lpp_lr_w, search_c
 from trainers.tip_adapter import TipAdapterF, TipCache, cache_logits, search_beta_alpha, search_grid
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -102,6 +102,23 @@ def test_c_search_coarse_grid_then_log_halvings():
     assert len(calls) == 7 + 16
     assert search_c(lambda c: 1.0, grid, 8) == pytest.approx(1e5)  # ties: first grid value, then the left end
     assert search_c(peaked, grid, 0) == 1.0
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_probe_predicts_what_sklearn_predicts(n_classes):
+    from sklearn.linear_model import LogisticRegression
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 5, generator=gen)
+    y = torch.arange(60) % n_classes
+    x[:, 0] += y  # learnable but not separable
+    clf = LogisticRegression(C=0.5).fit(x.numpy(), y.numpy())
+    probe = Probe(5, n_classes)
+    probe.load_sklearn(clf, 0.5)
+    test = torch.randn(200, 5, generator=gen)
+    with torch.no_grad():
+        assert torch.equal(probe(test).argmax(1), torch.as_tensor(clf.predict(test.numpy())))
+    assert float(probe.c) == 0.5
 
 
 def test_lpp_initialisation_and_learning_rates_by_hand():

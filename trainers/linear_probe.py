@@ -85,8 +85,9 @@ class Probe(nn.Module):
     @torch.no_grad()
     def load_sklearn(self, clf: LogisticRegression, c: float) -> None:
         """Copy a fitted classifier: same argmax as clf.predict (binary: logits (0, w.f + b))."""
-        weight = torch.zeros_like(self.linear.weight)
-        bias = torch.full_like(self.linear.bias, -math.inf)  # a class absent from train is never predicted
+        # Assembled on the CPU, where sklearn's arrays are, then copied to the layer's device.
+        weight = torch.zeros(self.linear.weight.shape)
+        bias = torch.full(self.linear.bias.shape, -math.inf)  # a class absent from train is never predicted
         classes = torch.as_tensor(clf.classes_, dtype=torch.long)
         coef = torch.as_tensor(clf.coef_, dtype=weight.dtype)
         intercept = torch.as_tensor(clf.intercept_, dtype=bias.dtype)
