@@ -23,6 +23,10 @@ from engine.data import Datum, read_image
 from engine.utils import get_logger, torch_save_atomic
 
 
+def _key(item: Datum) -> str:
+    return item.relpath or item.impath
+
+
 def view_seed(key: str, view: int) -> int:
     return zlib.crc32(f"{key}|{view}".encode())
 
@@ -45,8 +49,19 @@ class _ViewDataset(Dataset):
             return self.transform(img)
 
 
+def file_stamp(path: str) -> tuple[int, int]:
+    """(size, modification time in ns): changes whenever the file is rewritten in place."""
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
 class FeatureCache:
-    """Disk-backed cache: <dir>/<backbone key>/<transform key>-v<view>.pt = {relpath: feature}."""
+    """Disk-backed cache: <dir>/<backbone key>/<transform key>-v<view>.pt.
+
+    Each file holds {"features": {relpath: feature}, "stamps": {relpath: (size, mtime_ns)}}: an entry
+    is used only while its image file still has the size and modification time it had when it was
+    encoded, so a dataset regenerated in place is encoded again, not silently reused.
+    """
 
     def __init__(self, cache_dir: str, backbone, device: torch.device, batch_size: int = 64, workers: int = 0):
         self.dir = os.path.join(cache_dir, backbone.cache_key())
@@ -54,7 +69,7 @@ class FeatureCache:
         self.device = device
         self.batch_size = batch_size
         self.workers = workers
-        self._memory: dict[str, dict[str, torch.Tensor]] = {}
+        self._memory: dict[str, dict[str, dict]] = {}
 
     @staticmethod
     def spec_key(spec: dict) -> str:
@@ -65,24 +80,48 @@ class FeatureCache:
     def _path(self, spec: dict, view: int) -> str:
         return os.path.join(self.dir, f"{self.spec_key(spec)}-v{view}.pt")
 
-    def _table(self, path: str) -> dict[str, torch.Tensor]:
+    @staticmethod
+    def _read(path: str) -> dict[str, dict]:
+        table = torch.load(path, map_location="cpu") if os.path.isfile(path) else {}
+        if "features" not in table or "stamps" not in table:  # empty, or written before entries had stamps
+            return {"features": {}, "stamps": {}}
+        return table
+
+    def _table(self, path: str) -> dict[str, dict]:
         if path not in self._memory:
-            self._memory[path] = torch.load(path, map_location="cpu") if os.path.isfile(path) else {}
+            self._memory[path] = self._read(path)
         return self._memory[path]
 
     def get(
         self, items: Sequence[Datum], transform, spec: dict, views: int = 1, desc: str = "features"
     ) -> torch.Tensor:
-        """Features of `items` under `transform`, shape (views, N, D); missing ones are computed and saved."""
+        """Features of `items` under `transform`, shape (views, N, D); missing or stale ones are computed and saved."""
         seeded = bool(spec.get("train"))
         paths = [self._path(spec, v) for v in range(views)]
         tables = [self._table(p) for p in paths]
-        jobs = [(d, v) for v in range(views) for d in items if (d.relpath or d.impath) not in tables[v]]
+        stamps = {_key(d): file_stamp(d.impath) for d in items}
+        jobs, refreshed = [], 0
+        for v in range(views):
+            for d in items:
+                key = _key(d)
+                if key in tables[v]["features"]:
+                    if tables[v]["stamps"].get(key) == stamps[key]:
+                        continue
+                    refreshed += 1
+                jobs.append((d, v))
+        if refreshed:
+            get_logger().info(
+                f"Refreshing {refreshed} cached feature(s) of {desc}: their image files changed since they were encoded"
+            )
         if jobs:
             self._compute(jobs, transform, seeded, tables, desc)
+            for d, v in jobs:
+                tables[v]["stamps"][_key(d)] = stamps[_key(d)]
             for v in sorted({v for _, v in jobs}):
                 torch_save_atomic(tables[v], paths[v])
-        return torch.stack([torch.stack([tables[v][d.relpath or d.impath] for d in items]) for v in range(views)])
+        return torch.stack(
+            [torch.stack([tables[v]["features"][_key(d)] for d in items]) for v in range(views)]
+        )
 
     @torch.no_grad()
     def _compute(self, jobs, transform, seeded, tables, desc) -> None:
@@ -100,6 +139,6 @@ class FeatureCache:
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
                 feats = backbone.encode_image(images.to(self.device)).float().cpu()
                 for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
-                    tables[view][item.relpath or item.impath] = feat.clone()
+                    tables[view]["features"][_key(item)] = feat.clone()
                 start += len(feats)
         backbone.train(was_training)

@@ -7,6 +7,7 @@ import os
 import subprocess
 
 import pytest
+import torch
 
 import train
 
@@ -108,3 +109,40 @@ def test_keys_added_by_new_code_do_not_make_a_finished_run_stale():
     old = {"OPTIM.LR": 0.002, "TRAINER.COOP.N_CTX": 4}
     assert config_differences(old, {**old, "TRAINER.NEWMETHOD.ALPHA": 1.0}) == []
     assert config_differences(old, {**old, "OPTIM.LR": 0.02}) == ["OPTIM.LR: 0.002 -> 0.02"]
+
+
+# ----- 1. stale features ---------------------------------------------------------------------------
+def read_split_items(root):
+    from datasets.split_json import SplitJsonDataset
+    from engine.config import get_cfg_default
+
+    cfg = get_cfg_default()
+    cfg.DATASET.NAME, cfg.DATASET.ROOT = "BTMRI", str(root)
+    reader = type("BTMRI", (SplitJsonDataset,), {"spec": None})
+    return reader(cfg).test, cfg
+
+
+def test_regenerated_images_are_encoded_again(tmp_path, tiny_biomedclip):
+    from engine.data import build_transform, transform_spec
+    from engine.features import FeatureCache
+
+    data = make_data(tmp_path / "data", per_class=5)
+    items, cfg = read_split_items(data)
+    tfm, spec = build_transform(cfg, False), transform_spec(cfg, False)
+    cache_dir = str(tmp_path / "cache")
+    before = FeatureCache(cache_dir, tiny_biomedclip, torch.device("cpu")).get(items, tfm, spec)[0]
+
+    make_data(tmp_path / "data", per_class=5, seed=7)  # every pixel redrawn, same file names
+    for d in items[:3]:  # three files also get a later time stamp, whatever the file system's clock grain
+        st = os.stat(d.impath)
+        os.utime(d.impath, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    encoded = []
+    cache = FeatureCache(cache_dir, tiny_biomedclip, torch.device("cpu"))
+    original = cache._compute
+    cache._compute = lambda jobs, *a: (encoded.append(len(jobs)), original(jobs, *a))
+    after = cache.get(items, tfm, spec)[0]
+    fresh = FeatureCache(str(tmp_path / "fresh"), tiny_biomedclip, torch.device("cpu")).get(items, tfm, spec)[0]
+    assert encoded and encoded[0] >= 3
+    assert torch.allclose(after, fresh) and not torch.allclose(after[:3], before[:3])
+    encoded.clear()
+    assert torch.equal(FeatureCache(cache_dir, tiny_biomedclip, torch.device("cpu")).get(items, tfm, spec)[0], after)
