@@ -1,0 +1,212 @@
+"""One training step of CLIP-LoRA and CLIP-SVD at full BiomedCLIP size (random weights) beside
+BiomedCoOp's cached step, with each one's peak memory, measured in one run on this machine.
+
+    python benchmarks/bench_tower_tuning.py [--batch 8] [--repeats 2] [--device cpu]
+
+Each method runs in its own child process, so its peak resident memory (VmHWM on Linux; peak
+allocated CUDA memory with --device cuda) is its own: the full-size model, the method's additions
+and one step. CLIP-LoRA and CLIP-SVD are built through their real trainers (on a synthetic BTMRI,
+4 classes) and timed on `forward_backward` with a random batch of pixels: image tower forward and
+backward, the class prompts through the adapted text tower, AdamW. CLIP-SVD's one-off factorisation
+of its 144 weights is timed separately. BiomedCoOp's step is the toolkit's: cached image features
+and trimmed prompts (benchmarks/bench_biomedcoop_step.py). The papers train at batch 32 (BiomedCoOp
+at 4); the default batch of 8 keeps a CPU run to minutes. Prints medians and ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+import _bootstrap  # noqa: E402,F401
+
+CLASSES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain"]
+
+
+def rss_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process, in MiB."""
+    with open("/proc/self/status", encoding="utf-8") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def tower_method(method: str, args) -> dict:
+    import torch
+    from make_synthetic_dataset import write_dataset
+
+    import backbones  # noqa: F401
+    import datasets  # noqa: F401
+    import train
+    import trainers  # noqa: F401
+    from engine.trainer import build_trainer
+
+    root = tempfile.mkdtemp(prefix="bench_tower_")
+    write_dataset(root, "BTMRI", per_class=8, size=32)
+    config = {"CLIPLoRA": "configs/trainers/CLIPLoRA/default.yaml",
+              "CLIPSVD": "configs/trainers/CLIPSVD/few_shot/btmri.yaml"}[method]
+    repo = _bootstrap.REPO
+    cfg = train.setup_cfg(train.parse_args([
+        "--root", root, "--seed", "1", "--trainer", f"{method}_BiomedCLIP", "--output-dir", os.path.join(root, "out"),
+        "--dataset-config-file", os.path.join(repo, "configs/datasets/btmri.yaml"),
+        "--config-file", os.path.join(repo, config),
+        "MODEL.BACKBONE.PRETRAINED", "False", "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0",
+        "USE_CUDA", str(args.device == "cuda"),
+    ]))
+    start = time.perf_counter()
+    trainer = build_trainer(cfg)
+    build_s = time.perf_counter() - start
+    torch.manual_seed(0)
+    batch = {"img": torch.randn(args.batch, 3, 224, 224), "label": torch.arange(args.batch) % len(CLASSES)}
+    after_build = rss_mib("VmRSS")
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainer.set_model_mode("train")
+
+    def step():
+        trainer.forward_backward(batch)
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    out = {"step_s": median_time(step, args.repeats), "build_s": build_s, "rss_after_build": after_build,
+           "learned": sum(p.numel() for p in trainer.learned.parameters())}
+    if method == "CLIPSVD":
+        from trainers.clip_svd import factorise
+
+        weight = torch.randn(768, 768)
+        threads = torch.get_num_threads()
+        out["svd_1thread_s"] = median_time(lambda: factorise(weight), 1)
+        start = time.perf_counter()
+        torch.linalg.svd(weight, full_matrices=False)  # LAPACK with torch's default threads
+        out["svd_threads"] = threads
+        out["svd_default_s"] = time.perf_counter() - start
+    if args.device == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def biomedcoop_cached(args) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    import backbones  # noqa: F401
+    from engine.config import get_cfg_default
+    from engine.registry import BACKBONE_REGISTRY
+    from trainers.biomedcoop import kdsp_loss, prompt_scores, sccm_loss, select_prompts
+    from trainers.prompt_learner import PromptLearner
+
+    torch.manual_seed(0)
+    cfg = get_cfg_default()
+    cfg.MODEL.BACKBONE.PRETRAINED = False
+    start = time.perf_counter()
+    bb = BACKBONE_REGISTRY.get("BiomedCLIP")(cfg).eval().requires_grad_(False).to(args.device)
+    learner = PromptLearner(bb, CLASSES, ctx_init="a photo of a").to(args.device)
+    build_s = time.perf_counter() - start
+    bank = F.normalize(torch.randn(len(CLASSES), 50, bb.embed_dim, device=args.device), dim=-1)
+    mean = F.normalize(bank.mean(1), dim=-1)
+    labels = torch.arange(args.batch, device=args.device) % len(CLASSES)
+    with torch.no_grad():
+        cached = bb.encode_image(torch.randn(args.batch, 3, 224, 224, device=args.device))
+    after_build = rss_mib("VmRSS")
+    optim = torch.optim.SGD([learner.ctx], lr=0.0025, momentum=0.9)
+    if args.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def step():
+        bb.text_train(True)
+        feats = F.normalize(cached, dim=-1)
+        text = F.normalize(learner.text_features(), dim=-1)
+        scale = bb.logit_scale.detach()
+        logits = scale * feats @ text.t()
+        with torch.no_grad():
+            keep = select_prompts(prompt_scores(feats, bank, scale), 1.5)
+            teacher = scale * feats @ F.normalize(bank[:, keep].mean(1), dim=-1).t()
+        loss = F.cross_entropy(logits, labels) + sccm_loss(text, mean) + kdsp_loss(logits, teacher)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    out = {"step_s": median_time(step, args.repeats), "build_s": build_s, "rss_after_build": after_build,
+           "learned": learner.ctx.numel()}
+    if args.device == "cuda":
+        out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def child(args) -> int:
+    import torch
+
+    result = biomedcoop_cached(args) if args.child == "BiomedCoOp" else tower_method(args.child, args)
+    result["peak_rss"] = rss_mib("VmHWM")
+    result["threads"] = torch.get_num_threads()
+    print("RESULT " + json.dumps(result))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        return child(args)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    results = {}
+    for method in ("BiomedCoOp", "CLIPLoRA", "CLIPSVD"):
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--child", method, "--batch", str(args.batch),
+             "--repeats", str(args.repeats), "--device", args.device],
+            capture_output=True, text=True, env=env,
+        )
+        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        if proc.returncode != 0 or line is None:
+            print(f"{method} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        results[method] = json.loads(line[len("RESULT "):])
+    base = results["BiomedCoOp"]
+    print(f"full-size BiomedCLIP (random weights), device={args.device}, threads={base['threads']}, "
+          f"batch={args.batch}, {len(CLASSES)} classes, median of {args.repeats} steps after one warm-up")
+    mem = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB (after build)"
+    print(f"{'method':<26}{'learned':>10}{'step s':>10}{'x cached':>10}   {mem}")
+    labels = {"BiomedCoOp": "BiomedCoOp (cached step)", "CLIPLoRA": "CLIP-LoRA", "CLIPSVD": "CLIP-SVD"}
+    for method, r in results.items():
+        if args.device == "cuda":
+            memory = f"{r['peak_cuda_mib']:.0f}"
+        else:
+            memory = f"{r['peak_rss']:.0f} ({r['rss_after_build']:.0f})"
+        ratio = r["step_s"] / base["step_s"]
+        print(f"{labels[method]:<26}{r['learned']:>10,}{r['step_s']:>10.3f}{ratio:>10.1f}   {memory}")
+    svd = results["CLIPSVD"]
+    print(f"CLIP-SVD set-up (factorising 144 matrices once, within the trainer build): {svd['build_s']:.1f}s "
+          f"vs {results['CLIPLoRA']['build_s']:.1f}s for CLIP-LoRA's build")
+    print(f"one 768x768 SVD: single-threaded {svd['svd_1thread_s']:.3f}s, {svd['svd_threads']} threads "
+          f"{svd['svd_default_s']:.3f}s (ratio {svd['svd_default_s'] / svd['svd_1thread_s']:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
