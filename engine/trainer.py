@@ -9,6 +9,7 @@ learned context (a few KB), not a copy of the backbone.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import random
 import time
@@ -19,7 +20,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
-from engine.config import flat_config
+from engine.config import config_differences, flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
@@ -213,7 +214,20 @@ class TrainerX:
 
     def detect_anomaly(self, loss: torch.Tensor) -> None:
         if not torch.isfinite(loss).all():
-            raise FloatingPointError("Loss is infinite or NaN!")
+            raise self.non_finite_loss(float(loss.detach().float().reshape(-1)[0]))
+
+    def non_finite_loss(self, value: float, name: str = "loss") -> UserError:
+        """Stop at a NaN/inf loss with one line, and drop the resume state so a rerun cannot replay it."""
+        resume = os.path.join(self.output_dir, RESUME_FILE)
+        if os.path.exists(resume):
+            os.remove(resume)
+        batch = getattr(self, "batch_idx", 0) + 1
+        batches = getattr(self, "num_batches", "?")
+        return UserError(
+            f"The {name} became {value} at epoch {self.epoch + 1}/{self.max_epoch}, batch {batch}/{batches}. "
+            f"Likely causes: a learning rate too high (OPTIM.LR is {self.cfg.OPTIM.LR}) or loss weights too large. "
+            "Lower it and rerun; the run starts afresh (no resume state was kept)."
+        )
 
     def model_backward(self, loss: torch.Tensor) -> None:
         self.detect_anomaly(loss)
@@ -280,6 +294,7 @@ class TrainerX:
 
     def save_resume_state(self) -> None:
         state = {name: self._state(name) for name in self._models}
+        state["_config"] = self.effective_config()
         state["_rng"] = {
             "torch": torch.get_rng_state(),
             "python": random.getstate(),
@@ -292,6 +307,15 @@ class TrainerX:
         if not os.path.isfile(path):
             return 0
         state = torch.load(path, map_location="cpu", weights_only=False)
+        saved = state.get("_config")
+        differences = config_differences(saved, self.effective_config()) if isinstance(saved, dict) else None
+        if differences != []:
+            what = ("was saved with other settings (saved -> requested):\n  " + "\n  ".join(differences)
+                    if differences else "does not record the settings it was saved with.")
+            raise UserError(
+                f"The resume state {path} {what}\nTo continue that run, rerun it with its own settings; "
+                f"to start this one afresh, delete {path} (or write to another --output-dir / OUTPUT_ROOT)."
+            )
         for name, model in self._models.items():
             model.load_state_dict(state[name]["state_dict"])
             if self._optims[name] is not None and state[name]["optimizer"]:
@@ -332,6 +356,8 @@ class TrainerX:
             self.batch_idx = batch_idx
             summary = self.forward_backward(batch)
             for k, v in summary.items():
+                if not math.isfinite(float(v)) and k.startswith("loss"):
+                    raise self.non_finite_loss(float(v), k)  # for methods that step without detect_anomaly
                 totals[k] = totals.get(k, 0.0) + float(v)
             # Dassl prints every PRINT_FREQ batches; short epochs print their last batch.
             freq, step = self.cfg.TRAIN.PRINT_FREQ, self.batch_idx + 1

@@ -146,3 +146,38 @@ def test_regenerated_images_are_encoded_again(tmp_path, tiny_biomedclip):
     assert torch.allclose(after, fresh) and not torch.allclose(after[:3], before[:3])
     encoded.clear()
     assert torch.equal(FeatureCache(cache_dir, tiny_biomedclip, torch.device("cpu")).get(items, tfm, spec)[0], after)
+
+
+# ----- 3. stale resume, NaN losses ---------------------------------------------------------------
+def test_nan_loss_stops_in_one_line_and_leaves_nothing_to_replay(synthetic_btmri, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(args_for(synthetic_btmri, out, "OPTIM.LR", "1e30", epochs=4)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: The loss") and "at epoch" in err and "batch" in err and "OPTIM.LR" in err
+    assert len(err.splitlines()) == 1
+    assert not (out / "resume.pth").exists()
+    assert train.main(args_for(synthetic_btmri, out, epochs=4)) == 0  # a sane LR then starts afresh
+
+
+def test_resume_state_of_other_settings_is_refused(synthetic_btmri, tmp_path, monkeypatch, capsys):
+    from engine.trainer import TrainerX
+
+    original = TrainerX.after_epoch
+
+    def crash_after_first_epoch(self):
+        original(self)
+        if self.epoch == 0:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(TrainerX, "after_epoch", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train.main(args_for(synthetic_btmri, out, epochs=3))
+    monkeypatch.setattr(TrainerX, "after_epoch", original)
+    assert (out / "resume.pth").exists()
+    assert train.main(args_for(synthetic_btmri, out, "OPTIM.LR", "0.5", epochs=3)) == 2
+    err = capsys.readouterr().err
+    assert "OPTIM.LR: 0.0025 -> 0.5" in err and "delete" in err and "resume.pth" in err
+    assert train.main(args_for(synthetic_btmri, out, epochs=3)) == 0  # its own settings resume it
+    assert "Resuming from" in (out / "log.txt").read_text() + "".join(
+        p.read_text() for p in out.glob("log.txt-*"))
