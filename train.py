@@ -16,7 +16,14 @@ import sys
 import backbones  # noqa: F401  (registers the model families)
 import datasets  # noqa: F401  (registers the benchmark readers)
 import trainers  # noqa: F401  (registers the methods)
-from engine.config import config_differences, flat_config, get_cfg_default, merge_from_file, merge_from_list
+from engine.config import (
+    check_config_values,
+    config_differences,
+    flat_config,
+    get_cfg_default,
+    merge_from_file,
+    merge_from_list,
+)
 from engine.errors import UserError
 from engine.trainer import build_trainer, split_trainer_name
 from engine.utils import read_json, set_random_seed, setup_logger
@@ -72,6 +79,7 @@ def setup_cfg(args: argparse.Namespace):
     _, backbone = split_trainer_name(cfg.TRAINER.NAME)
     if backbone:
         cfg.MODEL.BACKBONE.NAME = backbone
+    check_config_values(cfg)
     cfg.freeze()
     return cfg
 

@@ -82,6 +82,8 @@ class SplitJsonDataset(DatasetBase):
             train, val = load_or_make_fewshot(
                 train, val, num_shots, cfg.SEED, self.split_fewshot_dir, self.image_dir
             )
+        else:
+            get_logger().info(f"DATASET.NUM_SHOTS {num_shots}: training on all {len(train)} training images")
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)
         super().__init__(train_x=train, val=val, test=test)
 

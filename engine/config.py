@@ -247,3 +247,22 @@ def config_differences(old: dict, new: dict, limit: int = 8) -> list[str]:
     if len(keys) > limit:
         lines.append(f"... and {len(keys) - limit} more")
     return lines
+
+
+def check_config_values(cfg: CN) -> None:
+    """Refuse values that would otherwise crash later or silently do something else, one key each."""
+
+    def positive_int(key: str, value: Any, extra: str = "") -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"{key} must be a whole number of at least 1{extra}; got {value!r}.")
+
+    shots = cfg.DATASET.NUM_SHOTS
+    if shots != -1:
+        positive_int("DATASET.NUM_SHOTS", shots, " (images per class), or -1 for all training images")
+    positive_int("OPTIM.MAX_EPOCH", cfg.OPTIM.MAX_EPOCH)
+    positive_int("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+    positive_int("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE)
+    if cfg.TEST.SPLIT not in ("val", "test"):
+        raise UserError(f"TEST.SPLIT must be val or test (the split that is evaluated); got {cfg.TEST.SPLIT!r}.")
+    if cfg.DATASET.SUBSAMPLE_CLASSES.lower() not in ("all", "base", "new"):
+        raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {cfg.DATASET.SUBSAMPLE_CLASSES!r}.")

@@ -170,6 +170,13 @@ def load_or_make_fewshot(
 ) -> tuple[list[Datum], list[Datum]]:
     """Read split_fewshot/shot_K-seed_S.json, or draw the subset (Dassl's way) and save it."""
     path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
+    small = [f"{g[0].classname or g[0].label} ({len(g)})" for g in split_dataset_by_label(train).values()
+             if len(g) < num_shots]
+    if small:
+        get_logger().info(
+            f"{len(small)} class(es) have fewer than {num_shots} training images and are used whole, as Dassl "
+            f"does: {', '.join(small)}"
+        )
     if os.path.isfile(path):
         get_logger().info(f"Loading preprocessed few-shot data from {path}")
         data = read_json(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -181,3 +182,37 @@ def test_resume_state_of_other_settings_is_refused(synthetic_btmri, tmp_path, mo
     assert train.main(args_for(synthetic_btmri, out, epochs=3)) == 0  # its own settings resume it
     assert "Resuming from" in (out / "log.txt").read_text() + "".join(
         p.read_text() for p in out.glob("log.txt-*"))
+
+
+# ----- 9. values checked once, at config time ------------------------------------------------------
+@pytest.mark.parametrize("key,value,named", [
+    ("DATASET.NUM_SHOTS", "0", "DATASET.NUM_SHOTS"),
+    ("DATASET.NUM_SHOTS", "-3", "DATASET.NUM_SHOTS"),
+    ("TEST.SPLIT", "train", "TEST.SPLIT"),
+    ("OPTIM.MAX_EPOCH", "0", "OPTIM.MAX_EPOCH"),
+    ("DATALOADER.TRAIN_X.BATCH_SIZE", "0", "DATALOADER.TRAIN_X.BATCH_SIZE"),
+    ("DATALOADER.TEST.BATCH_SIZE", "0", "DATALOADER.TEST.BATCH_SIZE"),
+])
+def test_bad_values_stop_with_one_line_naming_the_key(tmp_path, capsys, key, value, named):
+    assert train.main(args_for(tmp_path, tmp_path / "out", key, value)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {named} must") and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_all_images_and_small_classes_are_logged(synthetic_btmri, tmp_path):
+    assert train.main(args_for(synthetic_btmri, tmp_path / "all", shots=-1, epochs=1, flags=["--no-train"])) == 0
+    assert "training on all 40 training images" in (tmp_path / "all" / "log.txt").read_text()
+    assert train.main(args_for(synthetic_btmri, tmp_path / "k", shots=12, epochs=1, flags=["--no-train"])) == 0
+    log = (tmp_path / "k" / "log.txt").read_text()
+    assert "4 class(es) have fewer than 12 training images" in log and "glioma tumor (10)" in log
+
+
+@pytest.mark.parametrize("content", ["", "{not json", "[1, 2]"])
+def test_parse_test_res_names_a_broken_results_file(tmp_path, content):
+    (tmp_path / "seed1").mkdir()
+    (tmp_path / "seed1" / "results.json").write_text(content)
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "tools/parse_test_res.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert str(tmp_path / "seed1" / "results.json") in proc.stderr

@@ -25,7 +25,14 @@ METRIC_LINE = re.compile(r"^\* (\w+): ([\d.]+)%")
 def read_metric(folder: str, keyword: str = "accuracy") -> float | None:
     results = os.path.join(folder, "results.json")
     if os.path.isfile(results):
-        value = read_json(results).get(keyword)
+        try:
+            record = read_json(results)
+        except (OSError, ValueError) as err:
+            raise SystemExit(f"error: {results} is empty or not valid JSON ({err}); rerun that seed "
+                             "(FORCE=1 for the scripts) or delete the file") from err
+        if not isinstance(record, dict):
+            raise SystemExit(f"error: {results} does not hold a results record; rerun that seed or delete the file")
+        value = record.get(keyword)
         return None if value is None else float(value)
     log = os.path.join(folder, "log.txt")
     if not os.path.isfile(log):
