@@ -17,6 +17,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from engine.config import register_method_cfg
+from engine.errors import UserError
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.registry import TRAINER_REGISTRY
 from trainers.feature_methods import FeatureMethod, shuffled_batches
@@ -51,6 +52,9 @@ def residual_mix(features: torch.Tensor, adapted: torch.Tensor, ratio: float) ->
 class ClipAdapter(FeatureMethod):
     def build_head(self) -> None:
         mcfg = self.cfg.TRAINER.CLIPADAPTER
+        if not 1 <= mcfg.REDUCTION <= self.backbone.embed_dim:
+            raise UserError(f"TRAINER.CLIPADAPTER.REDUCTION must be between 1 and the feature width "
+                            f"{self.backbone.embed_dim}; got {mcfg.REDUCTION}.")
         self.adapter = Adapter(self.backbone.embed_dim, mcfg.REDUCTION).to(self.device)
         # The schedule counts batches, not epochs (see the module docstring).
         self.optim = build_optimizer(self.adapter, self.cfg.OPTIM)

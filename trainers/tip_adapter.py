@@ -200,8 +200,9 @@ class TipAdapterF(TipAdapter):
         self.val, self.val_labels = self.val_features()
         beta, alpha = mcfg.INIT_BETA, mcfg.INIT_ALPHA
         bug = mcfg.REFERENCE_OPTIMIZER_BUG
-        shared = nn.Parameter(keys.clone())  # bug mode: the one tensor behind every adapter
-        adapter, searched = shared if bug else nn.Parameter(keys.clone()), False
+        shared = nn.Parameter(keys.clone()) if bug else None  # bug mode: the one tensor behind every adapter
+        adapter = shared if bug else nn.Parameter(keys.clone())
+        searched = False
         if mcfg.GRID_SEARCH:
             best_acc = 0.0
             for init_alpha in range(mcfg.INIT_ALPHA_SCALE):
