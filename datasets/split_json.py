@@ -39,8 +39,12 @@ class BenchmarkSpec:
         return [c.replace(" ", "_") for c in self.classnames]
 
 
-def make_split(image_dir: str, p_train: float = 0.5, p_val: float = 0.2) -> dict[str, list]:
-    """Split sorted class folders 50/20/30 per class, as the reference readers do with no split file."""
+SPLIT_SEED = 0  # a generated split is drawn once, the same for every run and seed
+
+
+def make_split(image_dir: str, p_train: float = 0.5, p_val: float = 0.2, seed: int = SPLIT_SEED) -> dict[str, list]:
+    """Split sorted class folders 50/20/30 per class with a fixed seed (independent of the run's seed)."""
+    rng = random.Random(seed)
     if not os.path.isdir(image_dir):
         raise UserError(f"Image folder not found: {image_dir}. Check DATASET.ROOT (--root).")
     classes = sorted(d for d in os.listdir(image_dir) if os.path.isdir(os.path.join(image_dir, d)))
@@ -49,7 +53,7 @@ def make_split(image_dir: str, p_train: float = 0.5, p_val: float = 0.2) -> dict
         files = sorted(
             f for f in os.listdir(os.path.join(image_dir, folder)) if f.lower().endswith(IMAGE_EXTENSIONS)
         )
-        random.shuffle(files)
+        rng.shuffle(files)
         n_train = round(len(files) * p_train)
         n_val = round(len(files) * p_val)
         classname = folder.replace("_", " ")
@@ -93,8 +97,20 @@ class SplitJsonDataset(DatasetBase):
 
     def read_split(self):
         if not os.path.isfile(self.split_path):
-            get_logger().info(f"No split file at {self.split_path}; writing a 50/20/30 split of {self.image_dir}")
-            write_json(make_split(self.image_dir), self.split_path)
+            if self.spec is not None:
+                # A benchmark's test set is its official split; a fresh draw would change it silently.
+                raise UserError(
+                    f"{self.split_path} is missing: {self.spec.name}'s official split file comes with the "
+                    f"dataset. Run `python tools/download_data.py {self.spec.name} --root "
+                    f"{os.path.dirname(self.dataset_dir)}` to restore it."
+                )
+            split = make_split(self.image_dir)
+            write_json(split, self.split_path)
+            counts = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+            get_logger().info(
+                f"No split file at {self.split_path}: wrote a 50/20/30 split of {self.image_dir} per class "
+                f"(fixed seed {SPLIT_SEED}, the same for every run): {counts} images"
+            )
         try:
             data = read_json(self.split_path)
         except ValueError as err:

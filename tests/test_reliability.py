@@ -216,3 +216,34 @@ def test_parse_test_res_names_a_broken_results_file(tmp_path, content):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert str(tmp_path / "seed1" / "results.json") in proc.stderr
+
+
+# ----- 6. benchmarks stay benchmarks ----------------------------------------------------------------
+def test_missing_benchmark_split_file_is_an_error_naming_the_download(tmp_path, capsys):
+    data = make_data(tmp_path / "data", per_class=5)
+    os.remove(os.path.join(data, "BTMRI", "split_BTMRI.json"))
+    assert train.main(args_for(data, tmp_path / "out", flags=["--no-train"])) == 2
+    err = capsys.readouterr().err
+    assert "split_BTMRI.json is missing" in err and f"tools/download_data.py BTMRI --root {data}" in err
+    assert not os.path.exists(os.path.join(data, "BTMRI", "split_BTMRI.json"))
+
+
+def test_own_dataset_without_split_gets_one_fixed_split(tmp_path):
+    import shutil
+
+    from datasets.own import own_dataset_reader
+    from engine.config import get_cfg_default
+
+    data = make_data(tmp_path / "src", per_class=10)
+    shutil.copytree(os.path.join(data, "BTMRI", "BTMRI"), tmp_path / "root" / "MyScans" / "MyScans")
+    splits = []
+    for seed in (3, 1):
+        import random
+
+        random.seed(seed)  # the run's seed must not change the split
+        cfg = get_cfg_default()
+        cfg.DATASET.NAME, cfg.DATASET.ROOT, cfg.SEED = "MyScans", str(tmp_path / "root"), seed
+        own_dataset_reader("MyScans")(cfg)
+        splits.append(json.load(open(tmp_path / "root" / "MyScans" / "split_MyScans.json")))
+        os.remove(tmp_path / "root" / "MyScans" / "split_MyScans.json")
+    assert splits[0] == splits[1] and len(splits[0]["train"]) == 20 and len(splits[0]["test"]) == 12
