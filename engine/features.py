@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from engine.data import Datum, read_image
-from engine.utils import get_logger, torch_save_atomic
+from engine.utils import file_lock, get_logger, torch_save_atomic
 
 
 def _key(item: Datum) -> str:
@@ -115,13 +115,23 @@ class FeatureCache:
             )
         if jobs:
             self._compute(jobs, transform, seeded, tables, desc)
-            for d, v in jobs:
-                tables[v]["stamps"][_key(d)] = stamps[_key(d)]
             for v in sorted({v for _, v in jobs}):
-                torch_save_atomic(tables[v], paths[v])
+                tables[v] = self._merge_and_save(paths[v], tables[v], [_key(d) for d, w in jobs if w == v], stamps)
         return torch.stack(
             [torch.stack([tables[v]["features"][_key(d)] for d in items]) for v in range(views)]
         )
+
+    def _merge_and_save(self, path: str, table: dict, keys: list[str], stamps: dict) -> dict:
+        """Add this call's new entries to what is on disk now, under a lock: another run writing the
+        same file meanwhile (a different shot count, say) keeps its entries too."""
+        with file_lock(path + ".lock"):
+            merged = self._read(path)
+            for key in keys:
+                merged["features"][key] = table["features"][key]
+                merged["stamps"][key] = stamps[key]
+            torch_save_atomic(merged, path)
+        self._memory[path] = merged
+        return merged
 
     @torch.no_grad()
     def _compute(self, jobs, transform, seeded, tables, desc) -> None:

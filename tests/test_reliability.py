@@ -247,3 +247,46 @@ def test_own_dataset_without_split_gets_one_fixed_split(tmp_path):
         splits.append(json.load(open(tmp_path / "root" / "MyScans" / "split_MyScans.json")))
         os.remove(tmp_path / "root" / "MyScans" / "split_MyScans.json")
     assert splits[0] == splits[1] and len(splits[0]["train"]) == 20 and len(splits[0]["test"]) == 12
+
+
+# ----- 11. concurrent feature-cache writers --------------------------------------------------------
+WRITER = r"""
+import os, sys, time
+sys.path[:0] = [{repo!r}, os.path.join({repo!r}, "tools")]
+import torch
+import backbones, datasets  # noqa
+from engine.config import get_cfg_default
+from engine.data import build_transform, transform_spec
+from engine.features import FeatureCache
+from engine.registry import BACKBONE_REGISTRY
+from datasets.split_json import SplitJsonDataset
+
+part, root, cache_dir, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+cfg = get_cfg_default()
+cfg.DATASET.NAME, cfg.DATASET.ROOT = "BTMRI", root
+items = type("BTMRI", (SplitJsonDataset,), {{"spec": None}})(cfg).test[part::2]
+cache = FeatureCache(cache_dir, BACKBONE_REGISTRY.get("TinyBiomedCLIP")(), torch.device("cpu"))
+spec = transform_spec(cfg, False)
+cache._table(cache._path(spec, 0))  # both writers have read the (empty) table before either writes
+open(os.path.join(ready, str(part)), "w").close()
+while len(os.listdir(ready)) < 2:
+    time.sleep(0.02)
+cache.get(items, build_transform(cfg, False), spec)
+"""
+
+
+def test_two_writers_at_once_keep_each_others_entries(tmp_path):
+    data = make_data(tmp_path / "data", per_class=5)
+    cache_dir, ready = tmp_path / "cache", tmp_path / "ready"
+    ready.mkdir()
+    code = WRITER.format(repo=REPO)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    writers = [subprocess.Popen([sys.executable, "-c", code, str(i), data, str(cache_dir), str(ready)], env=env,
+                                stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    for w in writers:
+        assert w.wait(timeout=300) == 0, w.stderr.read()[-2000:]
+    (table_file,) = [p for p in cache_dir.rglob("*.pt")]
+    table = torch.load(table_file)
+    items, _ = read_split_items(data)
+    assert sorted(table["features"]) == sorted(d.relpath for d in items)
+    assert sorted(table["stamps"]) == sorted(table["features"])
