@@ -135,6 +135,22 @@ def test_lpp_initialisation_and_learning_rates_by_hand():
     assert lpp_lr_alpha(feats, text) == pytest.approx(3 / 6.56)
 
 
+def test_lpp_alpha_steps_every_10_epochs_with_a_gradient_that_is_never_zeroed(synthetic_btmri, tmp_path, monkeypatch):
+    t = make_trainer(synthetic_btmri, "LPPlusPlus", tmp_path, "TinyBiomedCLIP", "OPTIM.MAX_EPOCH", "25")
+    monkeypatch.setattr(t, "accuracy", lambda logits, labels: 0.0)  # every epoch ties: the last one is kept
+    views, labels = t.train_views(1)
+    alpha0 = lpp_init_alpha(views[0], labels, t.text_weights, t.num_classes)
+    lr_alpha = lpp_lr_alpha(views[0], t.text_weights)
+    grads = []  # alpha's gradient of each epoch's loss
+    t.head.alpha.register_hook(lambda g: grads.append(g.clone()))
+    with one_thread():
+        t.fit()
+    assert len(grads) == 25
+    # steps after epochs 10 and 20, each by the gradient summed over every epoch so far
+    expected = alpha0 - lr_alpha * (sum(grads[:10]) + sum(grads[:20]))
+    assert torch.allclose(t.head.alpha.detach(), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_clip_adapter_residual_mix_and_per_batch_schedule():
     adapter = Adapter(4, reduction=2)
     with torch.no_grad():
