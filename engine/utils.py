@@ -25,12 +25,21 @@ def set_random_seed(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
+def _ordinary_mode(fd_or_path: int | str) -> None:
+    """mkstemp creates files 0600; give them the mode an ordinary open() would (0666 minus the umask),
+    so other users of a shared data folder can read split files, caches and results."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(fd_or_path, 0o666 & ~umask)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        _ordinary_mode(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -55,6 +64,7 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        _ordinary_mode(tmp)
         torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:

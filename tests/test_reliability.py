@@ -290,3 +290,29 @@ def test_two_writers_at_once_keep_each_others_entries(tmp_path):
     items, _ = read_split_items(data)
     assert sorted(table["features"]) == sorted(d.relpath for d in items)
     assert sorted(table["stamps"]) == sorted(table["features"])
+
+
+# ----- 4. written files follow the umask -----------------------------------------------------------
+@pytest.fixture
+def umask_002():
+    old = os.umask(0o002)
+    yield
+    os.umask(old)
+
+
+def test_atomically_written_files_follow_the_umask(synthetic_btmri, tmp_path, umask_002):
+    from engine.utils import torch_save_atomic, write_json
+
+    write_json({"a": 1}, tmp_path / "x.json")
+    torch_save_atomic({"a": 1}, tmp_path / "x.pt")
+    assert oct(os.stat(tmp_path / "x.json").st_mode & 0o777) == "0o664"
+    assert oct(os.stat(tmp_path / "x.pt").st_mode & 0o777) == "0o664"
+    os.umask(0o077)
+    write_json({"a": 1}, tmp_path / "private.json")
+    assert os.stat(tmp_path / "private.json").st_mode & 0o777 == 0o600
+    os.umask(0o002)
+    out, cache = tmp_path / "run", tmp_path / "features"
+    assert train.main(args_for(synthetic_btmri, out, "FEATURES.CACHE_DIR", str(cache), shots=3, epochs=1)) == 0
+    written = [p for p in [*out.rglob("*"), *cache.rglob("*")] if p.is_file() and not p.name.startswith("log.txt")]
+    assert {"results.json", "model.pth.tar-1"} <= {p.name for p in written} and len(written) >= 4
+    assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {"0o664"}

@@ -178,6 +178,10 @@ def unpack(spec, zip_path: str, root: str) -> None:
         src = find_dataset_folder(tmp, name)
         if not os.path.isdir(dataset_dir):
             os.replace(src, dataset_dir)  # one rename: the dataset appears whole or not at all
+            if src == tmp:  # mkdtemp's folder is private (0700); give it an ordinary folder's mode
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(dataset_dir, 0o777 & ~umask)
             return
         # An earlier, incomplete copy: swap in the new images and split; keep few-shot and feature caches.
         image_dir = os.path.join(dataset_dir, name)
