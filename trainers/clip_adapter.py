@@ -69,8 +69,11 @@ class ClipAdapter(FeatureMethod):
     def model_inference(self, features: torch.Tensor) -> torch.Tensor:
         return self.logits(features)
 
+    def train_view_count(self) -> int:
+        return self.epoch_views(self.max_epoch)
+
     def fit(self) -> None:
-        views, labels = self.train_views(self.epoch_views(self.max_epoch))
+        views, labels = self.train_views(self.train_view_count())
         batch_size = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
         self.adapter.train()
         for epoch in range(self.max_epoch):

@@ -85,6 +85,10 @@ class FeatureMethod(TrainerX):
         """Views to cache for `epochs` epochs: one per epoch unless FEATURES.TRAIN_VIEWS caps it."""
         return self.cfg.FEATURES.TRAIN_VIEWS or epochs
 
+    def train_view_count(self) -> int:
+        """Augmented views of each training image this method reads (one pass unless it trains epochs)."""
+        return 1
+
     def load_state(self, name: str, model, state: dict) -> None:
         try:
             model.load_state_dict(state, strict=True)

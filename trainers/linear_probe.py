@@ -118,7 +118,7 @@ class LinearProbe(FeatureMethod):
 
     def fit(self) -> None:
         mcfg = self.cfg.TRAINER.LINEARPROBE
-        views, labels = self.train_views(1)
+        views, labels = self.train_views(self.train_view_count())
         x, y = views[0].cpu().numpy(), labels.cpu().numpy()
         val, val_labels = self.val_features()
         xv, yv = val.cpu().numpy(), val_labels.cpu().numpy()
@@ -188,7 +188,7 @@ class LPPlusPlus(FeatureMethod):
 
     def fit(self) -> None:
         mcfg, n_classes, text = self.cfg.TRAINER.LPPLUSPLUS, self.num_classes, self.text_weights
-        views, labels = self.train_views(1)
+        views, labels = self.train_views(self.train_view_count())
         feats = views[0]
         val, val_labels = self.val_features()
         lr_w, lr_alpha = lpp_lr_w(feats), lpp_lr_alpha(feats, text)

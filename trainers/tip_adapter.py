@@ -145,8 +145,11 @@ class TipAdapter(FeatureMethod):
             self.cache.alpha.fill_(alpha)
         self.logger.info(f"Searched on val: beta {beta:.4f}, alpha {alpha:.4f}, val accuracy {acc:.2f}%")
 
+    def train_view_count(self) -> int:
+        return self.method_cfg.AUGMENT_EPOCH
+
     def fit(self) -> None:
-        views, labels = self.train_views(self.method_cfg.AUGMENT_EPOCH)
+        views, labels = self.train_views(self.train_view_count())
         keys, values = self.build_cache(views, labels)
         self.cache.values.copy_(values)
         self.search(keys, *self.val_features())
@@ -192,9 +195,12 @@ class TipAdapterF(TipAdapter):
             weight.data.copy_(best_weight)
             self.logger.info(f"Kept the adapter of epoch {best_epoch} (val accuracy {best_acc:.2f}%)")
 
+    def train_view_count(self) -> int:
+        return max(self.method_cfg.AUGMENT_EPOCH, self.epoch_views(self.max_epoch))
+
     def fit(self) -> None:
         mcfg = self.method_cfg
-        self.views, self.train_labels = self.train_views(max(mcfg.AUGMENT_EPOCH, self.epoch_views(self.max_epoch)))
+        self.views, self.train_labels = self.train_views(self.train_view_count())
         keys, values = self.build_cache(self.views, self.train_labels)
         self.cache.values.copy_(values)
         self.val, self.val_labels = self.val_features()
