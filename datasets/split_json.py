@@ -10,9 +10,16 @@ import os
 import random
 from dataclasses import dataclass, field
 
-from engine.data import DatasetBase, data_to_rows, load_or_make_fewshot, rows_to_data, subsample_classes
+from engine.data import (
+    DatasetBase,
+    data_to_rows,
+    fewshot_file,
+    load_or_make_fewshot,
+    rows_to_data,
+    subsample_classes,
+)
 from engine.errors import UserError
-from engine.utils import get_logger, read_json, write_json
+from engine.utils import get_logger, read_json, writable_cache_dir, write_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -83,9 +90,13 @@ class SplitJsonDataset(DatasetBase):
         train, val, test = self.read_split()
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots >= 1:
-            train, val = load_or_make_fewshot(
-                train, val, num_shots, cfg.SEED, self.split_fewshot_dir, self.image_dir
-            )
+            fewshot_dir = cfg.DATASET.FEWSHOT_CACHE_DIR or self.split_fewshot_dir
+            if not cfg.DATASET.FEWSHOT_CACHE_DIR and not os.path.isfile(
+                os.path.join(fewshot_dir, fewshot_file(num_shots, cfg.SEED))
+            ):
+                fewshot_dir = writable_cache_dir(fewshot_dir, self.dataset_dir, "split_fewshot",
+                                                 "DATASET.FEWSHOT_CACHE_DIR")
+            train, val = load_or_make_fewshot(train, val, num_shots, cfg.SEED, fewshot_dir, self.image_dir)
         else:
             get_logger().info(f"DATASET.NUM_SHOTS {num_shots}: training on all {len(train)} training images")
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)

@@ -44,6 +44,9 @@ def get_cfg_default() -> CN:
     _C.DATASET.SUBSAMPLE_CLASSES = "all"
     # Own-data datasets: folder of class folders or a CSV (see datasets/).
     _C.DATASET.PATH = ""
+    # Where few-shot subsets are cached; "" = <dataset dir>/split_fewshot, or a per-user cache
+    # folder when the dataset folder is read-only.
+    _C.DATASET.FEWSHOT_CACHE_DIR = ""
 
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 8
@@ -72,7 +75,7 @@ def get_cfg_default() -> CN:
     # Frozen image-tower features are computed once and reused (engine/features.py).
     _C.FEATURES = CN()
     _C.FEATURES.ENABLED = True
-    _C.FEATURES.CACHE_DIR = ""  # "" = <dataset dir>/feature_cache
+    _C.FEATURES.CACHE_DIR = ""  # "" = <dataset dir>/feature_cache (a per-user folder if read-only)
     # Augmented views cached per training image; view e is what epoch e sees. 0 = one per epoch
     # (the reference's augmentation distribution); fewer views is a documented speed option.
     _C.FEATURES.TRAIN_VIEWS = 0

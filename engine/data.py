@@ -165,11 +165,15 @@ def data_to_rows(items: Sequence[Datum]) -> list[list]:
     return [[d.relpath, d.label, d.classname] for d in items]
 
 
+def fewshot_file(num_shots: int, seed: int) -> str:
+    return f"shot_{num_shots}-seed_{seed}.json"
+
+
 def load_or_make_fewshot(
     train: list[Datum], val: list[Datum], num_shots: int, seed: int, cache_dir: str, image_dir: str
 ) -> tuple[list[Datum], list[Datum]]:
     """Read split_fewshot/shot_K-seed_S.json, or draw the subset (Dassl's way) and save it."""
-    path = os.path.join(cache_dir, f"shot_{num_shots}-seed_{seed}.json")
+    path = os.path.join(cache_dir, fewshot_file(num_shots, seed))
     small = [f"{g[0].classname or g[0].label} ({len(g)})" for g in split_dataset_by_label(train).values()
              if len(g) < num_shots]
     if small:

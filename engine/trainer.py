@@ -27,7 +27,7 @@ from engine.evaluation import classification_report, report_lines
 from engine.features import FeatureCache
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
-from engine.utils import get_logger, torch_save_atomic, write_json
+from engine.utils import get_logger, torch_save_atomic, writable_cache_dir, write_json
 
 RESUME_FILE = "resume.pth"
 
@@ -115,11 +115,19 @@ class TrainerX:
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         self.feature_cache = FeatureCache(
-            cfg.FEATURES.CACHE_DIR or os.path.join(self.dm.dataset.dataset_dir, "feature_cache"),
+            self.feature_cache_dir(),
             self.backbone, self.device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             workers=min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1),
         )
         self.build_model()
+
+    def feature_cache_dir(self) -> str:
+        """FEATURES.CACHE_DIR, else <dataset dir>/feature_cache, else (read-only data) a per-user folder."""
+        if self.cfg.FEATURES.CACHE_DIR:
+            return self.cfg.FEATURES.CACHE_DIR
+        dataset_dir = self.dm.dataset.dataset_dir
+        return writable_cache_dir(os.path.join(dataset_dir, "feature_cache"), dataset_dir, "feature_cache",
+                                  "FEATURES.CACHE_DIR")
 
     # ----- hooks -------------------------------------------------------------------------------
     def check_cfg(self, cfg) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -95,6 +96,38 @@ def file_lock(path: str | os.PathLike) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
+
+
+def user_cache_dir() -> str:
+    """This user's cache folder: $BIOMEDCOOP_CACHE, else $XDG_CACHE_HOME/biomedcoop, else ~/.cache/biomedcoop."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("BIOMEDCOOP_CACHE") or os.path.join(base, "biomedcoop")
+
+
+def is_writable_dir(path: str | os.PathLike) -> bool:
+    """True when files can be created in `path`, or in the nearest existing folder above it."""
+    here = os.path.abspath(path)
+    while not os.path.isdir(here):
+        parent = os.path.dirname(here)
+        if parent == here:
+            return False
+        here = parent
+    return os.access(here, os.W_OK | os.X_OK)
+
+
+def writable_cache_dir(preferred: str, dataset_dir: str, kind: str, option: str) -> str:
+    """`preferred` when it can be written; else a per-user folder for this dataset, with a one-line note.
+
+    Data roots on clusters are often read-only; caches then live in the user's cache folder, one
+    sub-folder per dataset location, so two datasets of the same name never share entries.
+    """
+    if is_writable_dir(preferred):
+        return preferred
+    digest = hashlib.sha1(os.path.abspath(dataset_dir).encode()).hexdigest()[:10]
+    fallback = os.path.join(user_cache_dir(), kind, f"{os.path.basename(dataset_dir) or 'data'}-{digest}")
+    get_logger().info(f"note: {preferred} is not writable; caching {kind} in {fallback} instead "
+                      f"(set {option} to choose the folder)")
+    return fallback
 
 
 LOGGER_NAME = "biomedcoop"

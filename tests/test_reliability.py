@@ -316,3 +316,33 @@ def test_atomically_written_files_follow_the_umask(synthetic_btmri, tmp_path, um
     written = [p for p in [*out.rglob("*"), *cache.rglob("*")] if p.is_file() and not p.name.startswith("log.txt")]
     assert {"results.json", "model.pth.tar-1"} <= {p.name for p in written} and len(written) >= 4
     assert {oct(os.stat(p).st_mode & 0o777) for p in written} == {"0o664"}
+
+
+# ----- 5. read-only data roots ---------------------------------------------------------------------
+def test_read_only_data_root_caches_in_the_user_folder(tmp_path, monkeypatch):
+    from engine import utils
+
+    data = make_data(tmp_path / "data", per_class=5)
+    dataset_dir = os.path.join(data, "BTMRI")
+    for here, dirs, files in os.walk(dataset_dir):
+        for name in dirs + files:
+            os.chmod(os.path.join(here, name), 0o555 if name in dirs else 0o444)
+    os.chmod(dataset_dir, 0o555)
+    if os.geteuid() == 0:  # root may write anywhere: judge by the mode bits, as another user's run would
+        monkeypatch.setattr(utils, "is_writable_dir", lambda p: not str(p).startswith(dataset_dir))
+    user_cache = tmp_path / "user_cache"
+    monkeypatch.setenv("BIOMEDCOOP_CACHE", str(user_cache))
+    try:
+        assert train.main(args_for(data, tmp_path / "run", epochs=1)) == 0
+        log = (tmp_path / "run" / "log.txt").read_text()
+        assert log.count("is not writable") == 2
+        assert sorted(os.listdir(dataset_dir)) == ["BTMRI", "split_BTMRI.json"]  # nothing written there
+        assert list(user_cache.glob("split_fewshot/BTMRI-*/shot_2-seed_1.json"))
+        assert list(user_cache.glob("feature_cache/BTMRI-*/*/*.pt"))
+        # The options still choose the folders.
+        opts = ["FEATURES.CACHE_DIR", str(tmp_path / "f"), "DATASET.FEWSHOT_CACHE_DIR", str(tmp_path / "s")]
+        assert train.main(args_for(data, tmp_path / "run2", *opts, shots=3, epochs=1)) == 0
+        assert (tmp_path / "s" / "shot_3-seed_1.json").is_file() and list((tmp_path / "f").glob("*/*.pt"))
+    finally:
+        for here, _dirs, _ in os.walk(dataset_dir):
+            os.chmod(here, 0o755)
