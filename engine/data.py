@@ -165,6 +165,25 @@ def data_to_rows(items: Sequence[Datum]) -> list[list]:
     return [[d.relpath, d.label, d.classname] for d in items]
 
 
+def stale_fewshot_rows(path: str, train: Sequence[Datum], val: Sequence[Datum]) -> list[str]:
+    """Entries of a cached few-shot file that the current split no longer has (or whose file is gone).
+
+    A non-empty answer means the cache predates a change to the data (say a corrupt image removed
+    from the split) and must be drawn again. An unreadable cache counts as entirely stale.
+    """
+    try:
+        data = read_json(path)
+        cached = {part: [(row[0], int(row[1])) for row in data[part]] for part in ("train", "val")}
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return [path]
+    stale = []
+    for part, items in (("train", train), ("val", val)):
+        current = {(d.relpath, d.label): d.impath for d in items}
+        stale += [rel for rel, label in cached[part]
+                  if (rel, label) not in current or not os.path.isfile(current[(rel, label)])]
+    return stale
+
+
 def fewshot_file(num_shots: int, seed: int) -> str:
     return f"shot_{num_shots}-seed_{seed}.json"
 
@@ -182,11 +201,14 @@ def load_or_make_fewshot(
             f"does: {', '.join(small)}"
         )
     if os.path.isfile(path):
-        get_logger().info(f"Loading preprocessed few-shot data from {path}")
-        data = read_json(path)
-        return (
-            rows_to_data(data["train"], image_dir, path),
-            rows_to_data(data["val"], image_dir, path),
+        stale = stale_fewshot_rows(path, train, val)
+        if not stale:
+            get_logger().info(f"Loading preprocessed few-shot data from {path}")
+            data = read_json(path)
+            return rows_to_data(data["train"], image_dir, path), rows_to_data(data["val"], image_dir, path)
+        get_logger().info(
+            f"note: {path} names {len(stale)} image(s) no longer in the split or on disk (e.g. {stale[0]}); "
+            "drawing this few-shot subset again"
         )
     train = generate_fewshot_dataset(train, num_shots)
     val = generate_fewshot_dataset(val, min(num_shots, 4))

@@ -346,3 +346,26 @@ def test_read_only_data_root_caches_in_the_user_folder(tmp_path, monkeypatch):
     finally:
         for here, _dirs, _ in os.walk(dataset_dir):
             os.chmod(here, 0o755)
+
+
+# ----- 8. no dead ends after removing a bad image ---------------------------------------------------
+def test_few_shot_cache_naming_a_removed_image_is_redrawn(tmp_path, capsys):
+    from check_data import check_dataset
+
+    data = make_data(tmp_path / "data", per_class=8)
+    assert train.main(args_for(data, tmp_path / "run1", epochs=1, flags=["--no-train"])) == 0
+    cache = os.path.join(data, "BTMRI", "split_fewshot", "shot_2-seed_1.json")
+    removed = json.load(open(cache))["train"][0][0]
+    # What a user does about a corrupt image: delete it and its row from the split file.
+    split_path = os.path.join(data, "BTMRI", "split_BTMRI.json")
+    split = json.load(open(split_path))
+    split["train"] = [row for row in split["train"] if row[0] != removed]
+    json.dump(split, open(split_path, "w"))
+    os.remove(os.path.join(data, "BTMRI", "BTMRI", removed))
+
+    report = check_dataset("BTMRI", data, progress=False)
+    assert report.ok and any("shot_2-seed_1.json" in w and removed in w for w in report.warnings)
+    assert train.main(args_for(data, tmp_path / "run2", epochs=1, flags=["--no-train"])) == 0
+    assert "drawing this few-shot subset again" in (tmp_path / "run2" / "log.txt").read_text()
+    assert removed not in {row[0] for row in json.load(open(cache))["train"]}
+    assert all("shot_2-seed_1" not in w for w in check_dataset("BTMRI", data, progress=False).warnings)

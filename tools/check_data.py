@@ -6,7 +6,8 @@
 Reads DATA/NAME/split_NAME.json and reports missing images, images that cannot be decoded (PIL verify,
 then a full load, so truncated files are caught), label/class-string inconsistencies, class strings that
 differ from the benchmark declaration (datasets/benchmarks.py), and classes without prompts in
-clip_prompts/NAME.json (needed by BiomedCoOp). Exit status: 0 no problems (warnings allowed),
+clip_prompts/NAME.json (needed by BiomedCoOp), and few-shot subsets cached in NAME/split_fewshot/ that name
+images the split no longer has. Exit status: 0 no problems (warnings allowed),
 1 problems found, 2 the check could not run (no such dataset folder or split file).
 """
 
@@ -24,6 +25,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from datasets.benchmarks import BENCHMARKS
+from engine.data import Datum, stale_fewshot_rows
 from engine.errors import UserError
 from engine.prompts import prompt_file, read_prompt_file
 from engine.utils import read_json
@@ -208,8 +210,27 @@ def check_dataset(name: str, root: str, images: bool = True, workers: int = 8,
                                       unit="img", disable=not progress):
                 if problem:
                     report.problems.append(f"unreadable image: {path} ({problem})")
+    check_fewshot_caches(dataset_dir, image_dir, rows, report)
     check_prompts(name, classnames, report, prompts_dir)
     return report
+
+
+def check_fewshot_caches(dataset_dir: str, image_dir: str, rows: dict[str, list], report: Report) -> None:
+    """Few-shot subsets cached in split_fewshot/ that name images the split (or the disk) no longer has."""
+    folder = os.path.join(dataset_dir, "split_fewshot")
+    if not os.path.isdir(folder):
+        return
+    items = {part: [Datum(os.path.join(image_dir, r[0]), r[1], r[2], relpath=r[0]) for r in rows[part]]
+             for part in ("train", "val")}
+    for fname in sorted(os.listdir(folder)):
+        if fname.endswith(".json"):
+            path = os.path.join(folder, fname)
+            stale = stale_fewshot_rows(path, items["train"], items["val"])
+            if stale:
+                report.warnings.append(
+                    f"{path} names {len(stale)} image(s) no longer in the split or on disk (e.g. {stale[0]}); "
+                    "training draws that subset again (delete the file to do it now)"
+                )
 
 
 def print_report(report: Report, out=None) -> None:
