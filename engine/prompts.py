@@ -67,10 +67,13 @@ def read_prompt_file(path: str) -> dict:
 
 def load_ensemble(
     dataset: str, classnames: list[str], n_prompts: int, directory: str | None = None,
-    n_prompts_key: str = "TRAINER.BIOMEDCOOP.N_PROMPTS",
+    n_prompts_key: str = "TRAINER.BIOMEDCOOP.N_PROMPTS", path: str | None = None,
 ) -> list[list[str]]:
-    """The first `n_prompts` sentences of each class, in class order; names every shortfall."""
-    path = prompt_file(dataset, directory)
+    """The first `n_prompts` sentences of each class, in class order; names every shortfall.
+
+    The file is `<directory or clip_prompts>/<dataset>.json`, or `path` when given.
+    """
+    path = path or prompt_file(dataset, directory)
     classes = read_prompt_file(path)["classes"]
     lookup = {k.lower(): v for k, v in classes.items()}
     missing = [c for c in classnames if c.replace("_", " ").lower() not in lookup]

@@ -35,23 +35,29 @@ from engine.utils import set_random_seed, write_json
 from trainers.biomedcoop import encode_prompt_bank, prompt_scores, select_prompts
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_parser(doc: str) -> argparse.ArgumentParser:
+    """Options shared with tools/analyze_prompts.py: which dataset, subset, model and threshold."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", metavar="DATASET", help="DATASET.NAME, e.g. BTMRI (or its config name, btmri)")
     p.add_argument("--root", required=True, help="data root holding DATASET/")
     p.add_argument("--model", default="BiomedCLIP", help="backbone name, e.g. BiomedCLIP or TinyBiomedCLIP")
     p.add_argument("--weights", default="", help="local weights folder (MODEL.BACKBONE.PATH)")
     p.add_argument("--shots", type=int, default=16, help="few-shot K whose training subset is used (default 16)")
     p.add_argument("--seed", type=int, default=1, help="seed of the few-shot draw (default 1)")
-    p.add_argument("--images", type=int, default=32,
-                   help="images scored together, taken class by class from the subset (default 32, the batch size)")
     p.add_argument("--tau", type=float, default=None, help="threshold of the outlier test (default: the config's)")
     p.add_argument("--n-prompts", type=int, default=None, help="prompts per class (default: the config's)")
+    p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
+    p.add_argument("--json", dest="json_out", help="also write the numbers to this JSON file")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = common_parser(__doc__)
+    p.add_argument("--images", type=int, default=32,
+                   help="images scored together, taken class by class from the subset (default 32, the batch size)")
     p.add_argument("--prompts-dir", default=PROMPTS_DIR, help="folder of <DATASET>.json (to inspect a draft)")
     p.add_argument("--show-class", default=None, help="class whose sentence the table shows (default: the first)")
     p.add_argument("--no-cache", action="store_true", help="encode the images now instead of via the feature cache")
-    p.add_argument("--cpu", action="store_true", help="run on the CPU even if a GPU is present")
-    p.add_argument("--json", dest="json_out", help="also write scores and decisions to this JSON file")
     return p.parse_args(argv)
 
 
@@ -77,7 +83,7 @@ def build_cfg(args):
         cfg.TRAINER.BIOMEDCOOP.TAU = args.tau
     if args.n_prompts is not None:
         cfg.TRAINER.BIOMEDCOOP.N_PROMPTS = args.n_prompts
-    if args.images < 1 or cfg.TRAINER.BIOMEDCOOP.N_PROMPTS < 2:
+    if getattr(args, "images", 1) < 1 or cfg.TRAINER.BIOMEDCOOP.N_PROMPTS < 2:
         raise UserError("--images must be at least 1 and --n-prompts at least 2.")
     cfg.freeze()
     return cfg
@@ -95,6 +101,25 @@ def pick_images(items, count: int):
     return picked[:count]
 
 
+def frozen_backbone(cfg):
+    device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
+    backbone = BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg).to(device).eval()
+    return backbone.requires_grad_(False)
+
+
+@torch.no_grad()
+def test_view_features(cfg, dataset, backbone, items, use_cache: bool = True) -> torch.Tensor:
+    """(N, D) unit features of `items` under the test transform (no random crop: reproducible)."""
+    transform = build_transform(cfg, is_train=False)
+    if use_cache:
+        cache_dir = cfg.FEATURES.CACHE_DIR or os.path.join(dataset.dataset_dir, "feature_cache")
+        cache = FeatureCache(cache_dir, backbone, backbone.device)
+        feats = cache.get(items, transform, transform_spec(cfg, False), desc="images")[0]
+    else:
+        feats = backbone.encode_image(torch.stack([transform(read_image(d.impath)) for d in items]).to(backbone.device))
+    return F.normalize(feats.float().to(backbone.device), dim=-1)
+
+
 def inspect(cfg, prompts_dir: str = PROMPTS_DIR, images: int = 32, use_cache: bool = True) -> dict:
     """Scores and keep/drop decisions of every prompt index, from the trainer's own functions."""
     if cfg.SEED >= 0:
@@ -106,19 +131,10 @@ def inspect(cfg, prompts_dir: str = PROMPTS_DIR, images: int = 32, use_cache: bo
     items = pick_images(dataset.train_x, images)
     if not items:
         raise UserError(f"The training split of {cfg.DATASET.NAME} is empty; nothing to score.")
-    device = torch.device("cuda" if cfg.USE_CUDA and torch.cuda.is_available() else "cpu")
-    backbone = BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME)(cfg).to(device).eval()
-    backbone.requires_grad_(False)
-    transform = build_transform(cfg, is_train=False)
+    backbone = frozen_backbone(cfg)
     with torch.no_grad():
-        if use_cache:
-            cache_dir = cfg.FEATURES.CACHE_DIR or os.path.join(dataset.dataset_dir, "feature_cache")
-            cache = FeatureCache(cache_dir, backbone, device)
-            feats = cache.get(items, transform, transform_spec(cfg, False), desc="images")[0].to(device)
-        else:
-            feats = backbone.encode_image(torch.stack([transform(read_image(d.impath)) for d in items]).to(device))
+        image_feats = test_view_features(cfg, dataset, backbone, items, use_cache)
         bank = encode_prompt_bank(backbone, ensemble)  # the trainer's own teacher bank
-        image_feats = F.normalize(feats.float(), dim=-1)
         scale = backbone.logit_scale.detach().float()
         scores = prompt_scores(image_feats, bank, scale).cpu()
         keep = select_prompts(scores, tau)
