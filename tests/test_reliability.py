@@ -369,3 +369,15 @@ def test_few_shot_cache_naming_a_removed_image_is_redrawn(tmp_path, capsys):
     assert "drawing this few-shot subset again" in (tmp_path / "run2" / "log.txt").read_text()
     assert removed not in {row[0] for row in json.load(open(cache))["train"]}
     assert all("shot_2-seed_1" not in w for w in check_dataset("BTMRI", data, progress=False).warnings)
+
+
+# ----- 7. honest downloads --------------------------------------------------------------------------
+def test_synthetic_folder_is_not_reported_complete(tmp_path, capsys):
+    import download_data
+
+    data = make_data(tmp_path / "data", per_class=5)
+    code = download_data.main(["BTMRI", "--root", data, "--base-url", "http://127.0.0.1:9", "--no-gdrive"])
+    out = capsys.readouterr()
+    assert code == 2 and "already complete" not in out.out
+    assert "not the published" in out.err and "Could not download BTMRI" in out.err
+    assert os.path.isfile(os.path.join(data, "BTMRI", "split_BTMRI.json"))  # the folder is left as it was

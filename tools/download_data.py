@@ -3,7 +3,8 @@
     python tools/download_data.py BTMRI BUSI --root DATA
     python tools/download_data.py all --root DATA
 
-For each NAME: skip it when DATA/NAME/split_NAME.json and every image it lists are present; otherwise
+For each NAME: skip it when it is verified complete (every image DATA/NAME/split_NAME.json lists is present,
+and the copy was unpacked and counted by this tool or matches the published image counts); otherwise
 fetch DATA/NAME.zip from the HuggingFace mirror (falling back to the dataset's Google Drive id through
 gdown), check the archive, unpack it into a temporary folder and move DATA/NAME/NAME and
 DATA/NAME/split_NAME.json into place. The download goes to DATA/NAME.zip.part and resumes with an HTTP
@@ -27,7 +28,9 @@ import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
 from datasets.benchmarks import BENCHMARKS, spec_for
+from datasets.split_json import IMAGE_EXTENSIONS
 from engine.errors import UserError
+from engine.utils import write_json
 
 DEFAULT_BASE_URL = "https://huggingface.co/datasets/TahaKoleilat/BiomedCoOp/resolve/main"
 BASE_URL_ENV = "BIOMEDCOOP_DATA_URL"
@@ -39,20 +42,46 @@ class DownloadFailed(Exception):
     """A network-side failure: worth trying the next source, then reported as a UserError."""
 
 
-def is_complete(root: str, name: str) -> bool:
-    """True when the split file is present, valid, and every image it lists exists."""
+MARKER = ".download.json"  # written into DATA/NAME/ once an unpacked archive has been verified
+
+
+def incomplete_reason(root: str, name: str) -> str | None:
+    """None when DATA/NAME is verified complete, else why not.
+
+    Complete means every image the split file lists is present, and the copy is known to be the
+    real one: either this tool unpacked and counted it from the archive (MARKER records the count),
+    or its split has exactly the published number of images per split.
+    """
     dataset_dir = os.path.join(root, name)
     split_path = os.path.join(dataset_dir, f"split_{name}.json")
     image_dir = os.path.join(dataset_dir, name)
     if not (os.path.isfile(split_path) and os.path.isdir(image_dir)):
-        return False
+        return "not downloaded yet"
     try:
         with open(split_path, encoding="utf-8") as f:
             split = json.load(f)
+        counts = {key: len(split[key]) for key in ("train", "val", "test")}
         rows = [row for key in ("train", "val", "test") for row in split[key]]
-        return all(os.path.isfile(os.path.join(image_dir, row[0])) for row in rows)
+        missing = sum(not os.path.isfile(os.path.join(image_dir, row[0])) for row in rows)
     except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return False
+        return f"{split_path} is unreadable"
+    if missing:
+        return f"{missing} image(s) listed in {split_path} are missing"
+    try:
+        with open(os.path.join(dataset_dir, MARKER), encoding="utf-8") as f:
+            if json.load(f).get("images") == len(rows):
+                return None
+    except (OSError, ValueError, AttributeError):
+        pass
+    published = spec_for(name).counts
+    if published and counts == published:
+        return None
+    return (f"{dataset_dir} lists {counts} images per split, not the published {published} "
+            "(a synthetic or partial copy?)")
+
+
+def is_complete(root: str, name: str) -> bool:
+    return incomplete_reason(root, name) is None
 
 
 def http_download(url: str, part: str, desc: str) -> None:
@@ -162,8 +191,21 @@ def find_dataset_folder(tree: str, name: str) -> str:
     )
 
 
-def unpack(spec, zip_path: str, root: str) -> None:
-    """Unpack into a temporary folder, then move the image folder and split file into DATA/NAME/."""
+def listed_images(dataset_dir: str, name: str) -> tuple[int, int]:
+    """(rows the split file lists, how many of them exist on disk)."""
+    try:
+        with open(os.path.join(dataset_dir, f"split_{name}.json"), encoding="utf-8") as f:
+            split = json.load(f)
+        rels = [row[0] for key in ("train", "val", "test") for row in split[key]]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return 1, 0
+    return len(rels), sum(os.path.isfile(os.path.join(dataset_dir, name, rel)) for rel in rels)
+
+
+def unpack(spec, zip_path: str, root: str) -> int:
+    """Unpack into a temporary folder, then move the image folder and split file into DATA/NAME/.
+
+    Returns the number of images the archive held in its image folder."""
     name = spec.name
     dataset_dir = os.path.join(root, name)
     for stale in os.listdir(root):  # left by an unpack that was killed
@@ -176,19 +218,23 @@ def unpack(spec, zip_path: str, root: str) -> None:
             for member in tqdm(members, desc=f"unpack {name}", unit="file"):
                 zf.extract(member, tmp)
         src = find_dataset_folder(tmp, name)
+        n_images = sum(
+            f.lower().endswith(IMAGE_EXTENSIONS) for _, _, files in os.walk(os.path.join(src, name)) for f in files
+        )
         if not os.path.isdir(dataset_dir):
             os.replace(src, dataset_dir)  # one rename: the dataset appears whole or not at all
             if src == tmp:  # mkdtemp's folder is private (0700); give it an ordinary folder's mode
                 umask = os.umask(0)
                 os.umask(umask)
                 os.chmod(dataset_dir, 0o777 & ~umask)
-            return
+            return n_images
         # An earlier, incomplete copy: swap in the new images and split; keep few-shot and feature caches.
         image_dir = os.path.join(dataset_dir, name)
         if os.path.exists(image_dir):
             os.replace(image_dir, os.path.join(tmp, "old-images"))
         os.replace(os.path.join(src, name), image_dir)
         os.replace(os.path.join(src, f"split_{name}.json"), os.path.join(dataset_dir, f"split_{name}.json"))
+        return n_images
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -198,15 +244,23 @@ def download(name: str, root: str, base_url: str = DEFAULT_BASE_URL, use_gdrive:
     """Make DATA/NAME complete; returns what was done ('present' or 'downloaded')."""
     spec = spec_for(name)
     os.makedirs(root, exist_ok=True)
-    if is_complete(root, spec.name):
+    reason = incomplete_reason(root, spec.name)
+    if reason is None:
         return "present"
+    if reason != "not downloaded yet":
+        print(f"{spec.name}: {reason}; downloading the real archive", file=sys.stderr)
     zip_path = fetch_zip(spec, root, base_url, use_gdrive)
-    unpack(spec, zip_path, root)
-    if not is_complete(root, spec.name):
+    n_images = unpack(spec, zip_path, root)
+    dataset_dir = os.path.join(root, spec.name)
+    listed, present = listed_images(dataset_dir, spec.name)
+    if present < listed:
         raise UserError(
-            f"{zip_path} unpacked, but images listed in {root}/{spec.name}/split_{spec.name}.json are missing. "
-            f"Run `python tools/check_data.py {spec.name} --root {root}` for the list."
+            f"{zip_path} unpacked, but {listed - present} image(s) listed in {dataset_dir}/split_{spec.name}.json "
+            f"are missing. Run `python tools/check_data.py {spec.name} --root {root}` for the list."
         )
+    # Verified from the archive itself: later runs trust this copy without re-downloading it.
+    write_json({"images": listed, "archive": os.path.basename(zip_path), "archive_images": n_images,
+                "archive_bytes": os.path.getsize(zip_path)}, os.path.join(dataset_dir, MARKER))
     if not keep_zip:
         os.remove(zip_path)
     return "downloaded"
