@@ -166,12 +166,17 @@ class TrainerX:
                 return self.backbone.encode_image(images)
         return self.backbone.encode_image(images)
 
+    def train_view_count(self) -> int:
+        """Augmented views cached per training image (results.json records it): one per epoch unless
+        FEATURES.TRAIN_VIEWS caps it; methods that read a fixed number of views override this."""
+        return self.cfg.FEATURES.TRAIN_VIEWS or self.max_epoch
+
     def train_batches(self):
         cfg = self.cfg
         if not self.use_feature_cache:
             return self.dm.train_loader_x
         items = self.dm.dataset.train_x
-        views = cfg.FEATURES.TRAIN_VIEWS or self.max_epoch
+        views = self.train_view_count()
         feats = self.feature_cache.get(
             items, self.dm.tfm_train, transform_spec(cfg, True), views=views, desc="train views"
         )
@@ -438,7 +443,7 @@ class TrainerX:
             "split": cfg.TEST.SPLIT,
             "eval_only": eval_only,
             "epochs": self.max_epoch,
-            "train_views": cfg.FEATURES.TRAIN_VIEWS or self.max_epoch,
+            "train_views": self.train_view_count(),
             "elapsed_s": None if elapsed_s is None else round(elapsed_s, 2),
             "classnames": self.classnames,
             "pretrained": bool(cfg.MODEL.BACKBONE.PRETRAINED),

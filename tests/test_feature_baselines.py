@@ -287,6 +287,8 @@ def test_few_shot_script_end_to_end(synthetic_btmri, tmp_path, method):
     for seed in seeds.split():
         result = json.load(open(run / f"seed{seed}" / "results.json"))
         assert result["method"] == method and result["seed"] == int(seed) and result["total"] == 24
+        # views read per training image: one per epoch capped by TRAIN_VIEWS 2, or one pass
+        assert result["train_views"] == (2 if method in ("ClipAdapter", "TipAdapterF") else 1)
         log = (run / f"seed{seed}" / "log.txt").read_text()
         assert "Finished training" in log and f"* accuracy: {result['accuracy']:.2f}%" in log
         name, epoch, _ = CHECKPOINT[method]

@@ -86,7 +86,7 @@ class FeatureMethod(TrainerX):
         return self.cfg.FEATURES.TRAIN_VIEWS or epochs
 
     def train_view_count(self) -> int:
-        """Augmented views of each training image this method reads (one pass unless it trains epochs)."""
+        """Views of each training image this method reads: one augmented pass unless it trains epochs."""
         return 1
 
     def load_state(self, name: str, model, state: dict) -> None:
