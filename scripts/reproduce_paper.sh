@@ -8,7 +8,9 @@
 # --dry-run runs nothing: it prints every run and how many image-tower passes the grid needs.
 # Environment (to run part of the grid): DATASETS="btmri busi ...", SHOTS="1 2 4 8 16", SEEDS="1 2 3",
 # METHODS="coop biomedcoop ..." (script folder names; zeroshot_ensemble = zeroshot with ENSEMBLE=1),
-# BASE2NEW=0 (skip base-to-novel), OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...".
+# FEW_SHOT=0 / BASE2NEW=0 (skip that half), OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...".
+# Base-to-novel scripts evaluate a fixed epoch (50 for most methods): an EXTRA_OPTS OPTIM.MAX_EPOCH
+# override there makes the novel-class evaluation miss its checkpoint.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +54,7 @@ for entry in $METHODS; do
     if [ ! -f "$script" ]; then echo "note: no $script; $entry skipped" >&2; continue; fi
     shots=$SHOTS
     if [ "$folder" = zeroshot ]; then shots=$largest_k; fi
+    if [ "${FEW_SHOT:-1}" != 1 ]; then shots=""; fi
     for dataset in $DATASETS; do
         for k in $shots; do
             ENSEMBLE=$ensemble run "$entry $dataset K=$k" "$script" "$DATA" "$dataset" "$k" "$MODEL"
