@@ -1,4 +1,4 @@
-"""Train and/or evaluate one run: the reference's command line (FACTS 4.1) on the toolkit's engine.
+r"""Train and/or evaluate one run, with the reference's command line (see docs/DESIGN.md).
 
     python train.py --root DATA --seed 1 --trainer BiomedCoOp_BiomedCLIP \
         --dataset-config-file configs/datasets/btmri.yaml \
@@ -13,9 +13,6 @@ import argparse
 import os
 import sys
 
-import backbones  # noqa: F401  (registers the model families)
-import datasets  # noqa: F401  (registers the benchmark readers)
-import trainers  # noqa: F401  (registers the methods)
 from engine.config import (
     check_config_values,
     config_differences,
@@ -25,8 +22,15 @@ from engine.config import (
     merge_from_list,
 )
 from engine.errors import UserError
-from engine.trainer import build_trainer, split_trainer_name
 from engine.utils import read_json, set_random_seed, setup_logger
+
+
+def load_registries() -> None:
+    """Import the model families, dataset readers and methods (torch and friends: seconds), so that
+    --help answers at once."""
+    import backbones  # noqa: F401
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,6 +58,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def setup_cfg(args: argparse.Namespace):
+    load_registries()
+    from engine.trainer import split_trainer_name
+
     cfg = get_cfg_default()
     if args.dataset_config_file:
         merge_from_file(cfg, args.dataset_config_file)
@@ -126,8 +133,12 @@ def main(argv=None) -> int:
         if cfg.SEED >= 0:
             set_random_seed(cfg.SEED)
         logger = setup_logger(cfg.OUTPUT_DIR)
-        logger.info(f"** Arguments **\n{vars(args)}")
-        logger.info(f"** Config **\n{cfg.dump()}")
+        logger.info(f"** Arguments **\n{vars(args)}", extra={"file_only": True})
+        logger.info(f"** Config **\n{cfg.dump()}", extra={"file_only": True})
+        if cfg.OUTPUT_DIR:
+            logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
+        from engine.trainer import build_trainer
+
         trainer = build_trainer(cfg)
         trainer.run_options = run_options(args)
         if args.eval_only:

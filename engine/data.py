@@ -1,6 +1,6 @@
 """Datum, DatasetBase, few-shot sampling, base/new subsampling, transforms and DataManager.
 
-Few-shot subsets are drawn exactly as Dassl draws them (FACTS 1.6): items grouped by label in order
+Few-shot subsets are drawn exactly as Dassl draws them: items grouped by label in order
 of first appearance, `random.sample(group, K)` from Python's global RNG, train first, then val with
 min(K, 4). They are cached as readable JSON with paths relative to the image folder, so a moved
 data root keeps working (the reference pickles absolute paths).
@@ -14,21 +14,16 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms as T
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError
 from engine.registry import DATASET_REGISTRY
 from engine.utils import get_logger, read_json, write_json
 
-INTERPOLATION = {
-    "bilinear": T.InterpolationMode.BILINEAR,
-    "bicubic": T.InterpolationMode.BICUBIC,
-    "nearest": T.InterpolationMode.NEAREST,
-}
+if TYPE_CHECKING:  # torch, torchvision and PIL load where used: dataset tools' --help stays instant
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision import transforms as T
 
 
 @dataclass(frozen=True)
@@ -42,8 +37,10 @@ class Datum:
     relpath: str = ""
 
 
-def read_image(path: str) -> Image.Image:
-    """Open an image as RGB, or fail with a message naming the file."""
+def read_image(path: str):
+    """Open an image as RGB (a PIL image), or fail with a message naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
@@ -86,7 +83,7 @@ def base_new_labels(train: Sequence[Datum]) -> tuple[list[int], list[int]]:
 
 
 def subsample_classes(*splits: Sequence[Datum], subsample: str = "all") -> list[list[Datum]]:
-    """Keep the base (first ceil(n/2) labels of train) or new classes and renumber labels 0.. (FACTS 1.7)."""
+    """Keep the base (first ceil(n/2) labels of train) or new classes and renumber labels 0.., as the reference does."""
     subsample = subsample.lower()
     if subsample == "all":
         return [list(s) for s in splits]
@@ -221,9 +218,12 @@ def load_or_make_fewshot(
 
 
 def build_transform(cfg, is_train: bool) -> T.Compose:
-    """The reference transforms (FACTS 3.0): random resized crop for training, resize+center crop for test."""
+    """The reference transforms: random resized crop (and optional flip) for training, resize + center
+    crop for test, then normalisation."""
+    from torchvision import transforms as T
+
     size = tuple(cfg.INPUT.SIZE)
-    interp = INTERPOLATION[cfg.INPUT.INTERPOLATION]
+    interp = T.InterpolationMode(cfg.INPUT.INTERPOLATION)
     normalize = T.Normalize(mean=cfg.INPUT.PIXEL_MEAN, std=cfg.INPUT.PIXEL_STD)
     if is_train and "random_resized_crop" in cfg.INPUT.TRANSFORMS:
         ops = [T.RandomResizedCrop(size, scale=tuple(cfg.INPUT.RRCROP_SCALE), interpolation=interp)]
@@ -247,8 +247,8 @@ def transform_spec(cfg, is_train: bool) -> dict:
     }
 
 
-class DatasetWrapper(Dataset):
-    """Yields Dassl-style dicts {img, label, domain, impath, index}."""
+class DatasetWrapper:
+    """Yields Dassl-style dicts {img, label, domain, impath, index} (a map-style dataset for DataLoader)."""
 
     def __init__(self, items: Sequence[Datum], transform):
         self.items = list(items)
@@ -273,6 +273,8 @@ def num_workers(cfg) -> int:
 
 
 def build_data_loader(cfg, items, batch_size: int, is_train: bool, transform=None) -> DataLoader:
+    from torch.utils.data import DataLoader
+
     transform = transform or build_transform(cfg, is_train)
     dataset = DatasetWrapper(items, transform)
     return DataLoader(
@@ -324,4 +326,6 @@ class DataManager:
 
 
 def stack_labels(items: Sequence[Datum]) -> torch.Tensor:
+    import torch
+
     return torch.tensor([d.label for d in items], dtype=torch.long)

@@ -15,11 +15,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
+# numpy and torch are imported where used: tools that only read JSON (and every --help) start fast.
 
 
 def set_random_seed(seed: int) -> None:
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -60,6 +62,8 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -133,6 +137,22 @@ def writable_cache_dir(preferred: str, dataset_dir: str, kind: str, option: str)
 LOGGER_NAME = "biomedcoop"
 
 
+class _TerminalHandler(logging.StreamHandler):
+    """Writes through tqdm.write: an active progress bar is cleared first and redrawn after, so bar
+    and message never share a line (which used to eat a log line's first characters). Records
+    logged with extra={"file_only": True} (the long config dump) go to log.txt only."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "file_only", False):
+            return
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
 def setup_logger(output_dir: str | None) -> logging.Logger:
     """Log to stdout and to OUTPUT_DIR/log.txt (a timestamped name if log.txt exists, as Dassl does)."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -141,7 +161,7 @@ def setup_logger(output_dir: str | None) -> logging.Logger:
         logger.removeHandler(h)
         h.close()
     fmt = logging.Formatter("%(message)s")
-    stream = logging.StreamHandler(sys.stdout)
+    stream = _TerminalHandler(sys.stdout)
     stream.setFormatter(fmt)
     logger.addHandler(stream)
     logger.propagate = False

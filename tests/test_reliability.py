@@ -381,3 +381,74 @@ def test_synthetic_folder_is_not_reported_complete(tmp_path, capsys):
     assert code == 2 and "already complete" not in out.out
     assert "not the published" in out.err and "Could not download BTMRI" in out.err
     assert os.path.isfile(os.path.join(data, "BTMRI", "split_BTMRI.json"))  # the folder is left as it was
+
+
+# ----- 14. output a person can read ------------------------------------------------------------------
+HELP_PROBE = r"""
+import contextlib, io, os, runpy, sys
+sys.path[:0] = [{repo!r}, os.path.join({repo!r}, "tools")]
+sys.argv = [{path!r}, "--help"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        runpy.run_path({path!r}, run_name="__main__")
+    except SystemExit:
+        pass
+print(out.getvalue())
+print("HEAVY", [m for m in ("torch", "torchvision", "open_clip", "transformers", "timm") if m in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("tool", ["train.py", "tools/check_data.py", "tools/download_data.py",
+                                  "tools/parse_test_res.py", "tools/prepare_dataset.py"])
+def test_help_answers_without_loading_torch(tool):
+    path = os.path.join(REPO, tool)
+    proc = subprocess.run([sys.executable, "-c", HELP_PROBE.format(repo=REPO, path=path)],
+                          capture_output=True, text=True, timeout=120, check=True)
+    assert "usage:" in proc.stdout and "HEAVY []" in proc.stdout
+    if tool == "train.py":  # the example renders as written, one option per line
+        assert "--trainer BiomedCoOp_BiomedCLIP \\\n        --dataset-config-file" in proc.stdout
+
+
+def test_log_lines_never_share_a_line_with_a_progress_bar():
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    code = (f"import sys; sys.path.insert(0, {REPO!r})\n"
+            "from tqdm import tqdm\nfrom engine.utils import setup_logger\nlog = setup_logger(None)\n"
+            "for i in tqdm(range(3), desc='epochs', leave=False, mininterval=0):\n"
+            "    log.info(f'epoch [{i + 1}/3] done')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    text = out.decode()
+    assert "epochs:" in text  # a bar was drawn
+    for i in (1, 2, 3):
+        at = text.index(f"epoch [{i}/3] done")
+        line_start = max(text.rfind("\n", 0, at), text.rfind("\r", 0, at))
+        assert line_start == at - 1  # the message starts a fresh (cleared) line ...
+        *drawn, cleared, rest = text[text.rfind("\n", 0, at) + 1:at].split("\r")
+        # ... right after blanks that cover whatever the bar drew on that line.
+        assert rest == "" and not cleared.strip() and len(cleared) >= max(map(len, drawn), default=0)
+
+
+def test_config_dump_goes_to_log_file_only(synthetic_btmri, tmp_path, capsys):
+    assert train.main(args_for(synthetic_btmri, tmp_path / "run", flags=["--no-train"])) == 0
+    printed = capsys.readouterr().out
+    assert "** Config **" not in printed and "log.txt" in printed
+    assert "** Config **" in (tmp_path / "run" / "log.txt").read_text()

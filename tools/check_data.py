@@ -21,7 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import _bootstrap  # noqa: F401
-from PIL import Image
 from tqdm import tqdm
 
 from datasets.benchmarks import BENCHMARKS
@@ -31,7 +30,7 @@ from engine.prompts import prompt_file, read_prompt_file
 from engine.utils import read_json
 
 SPLITS = ("train", "val", "test")
-DEFAULT_N_PROMPTS = 50  # TRAINER.BIOMEDCOOP.N_PROMPTS default (FACTS 4.1)
+DEFAULT_N_PROMPTS = 50  # the default of TRAINER.BIOMEDCOOP.N_PROMPTS
 
 
 @dataclass
@@ -58,6 +57,8 @@ def resolve_name(name: str) -> tuple[str, object]:
 
 def image_problem(path: str) -> str | None:
     """None if PIL can verify and fully decode the file, else why not."""
+    from PIL import Image
+
     try:
         if os.path.getsize(path) == 0:
             return "empty file (0 bytes)"

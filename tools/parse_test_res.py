@@ -15,7 +15,6 @@ import re
 import sys
 
 import _bootstrap  # noqa: F401
-import numpy as np
 
 from engine.utils import read_json
 
@@ -62,6 +61,8 @@ def summarize(directory: str, keyword: str = "accuracy", ci95: bool = False) -> 
             rows.append((sub, value))
     if not rows:
         raise SystemExit(f"error: no results.json or finished log.txt under {directory}")
+    import numpy as np  # here, not at the top: --help answers at once
+
     values = np.array([v for _, v in rows])
     spread = values.std()
     if ci95:
