@@ -12,9 +12,9 @@ Differences from the reference, on purpose:
   prompt learner and BiomedCoOp's teacher bank do.
 - BatchNorm: the reference's BiomedCoOp puts the whole model in train mode, so the ResNet's
   BatchNorm normalises each batch of 4 with batch statistics and drifts its running statistics
-  (FACTS 3.9). Image features here are computed once, in eval mode (running statistics from the
-  checkpoint), and cached; that is deterministic and independent of batch composition, but not
-  bit-for-bit what the reference's training step saw.
+  (docs/offline.md, "PMC-CLIP BatchNorm"). Image features here are computed once, in
+  eval mode (running statistics from the checkpoint), and cached; that is deterministic and
+  independent of batch composition, but not bit-for-bit what the reference's training step saw.
 
 Weights, in <DIR>/PMCCLIP/ (tools/download_weights.py PMCCLIP): text_encoder.pth,
 image_encoder(resnet50).pth, text_projection_layer.pth (from huggingface.co/datasets/axiong/pmc_oa)

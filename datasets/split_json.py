@@ -1,6 +1,6 @@
 """The reader every benchmark uses: `<root>/<DIR>/split_<DIR>.json` over images in `<root>/<DIR>/<DIR>/`.
 
-All eleven reference readers are the same class apart from names (FACTS 1.1), so here they are one
+All eleven reference readers are the same class apart from names (docs/DESIGN.md), so here they are one
 class plus a table (datasets/benchmarks.py).
 """
 
@@ -35,7 +35,7 @@ class BenchmarkSpec:
     image_ext: str
     gdrive_id: str = ""
     has_base2new: bool = True
-    counts: dict = field(default_factory=dict)  # split -> number of images (FACTS 1.3)
+    counts: dict = field(default_factory=dict)  # split -> number of images in the published split
 
     @property
     def url(self) -> str:

@@ -1,4 +1,4 @@
-"""build_optimizer / build_lr_scheduler with Dassl's names and per-epoch semantics (FACTS 3.0).
+"""build_optimizer / build_lr_scheduler with Dassl's names and per-epoch semantics (see docs/DESIGN.md).
 
 The scheduler is stepped once per epoch. With WARMUP_EPOCH=1, WARMUP_TYPE=constant and cosine, the
 learning rate of 0-based epoch e is WARMUP_CONS_LR for e=0 and LR*(1+cos(pi*(e-1)/E))/2 after, the

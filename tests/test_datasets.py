@@ -1,4 +1,4 @@
-"""The benchmark declarations against the 10 real split files (FACTS 1.3-1.7) and Dassl's few-shot draws.
+"""The benchmark declarations against the 10 real split files (counts, label order) and Dassl's few-shot draws.
 
 Images are empty placeholder files at the listed paths: the reader only checks that they exist.
 tests/golden/fewshot_digest.json holds the subsets that Dassl's own generate_fewshot_dataset drew from
@@ -26,7 +26,7 @@ REAL = [n for n in BENCHMARKS if n != "OCTMNIST"]  # the OCTMNIST split file (13
 SHOTS = (1, 2, 4, 8, 16)
 SEEDS = (1, 2, 3)
 
-# FACTS 1.4: per-class train/val/test counts where the table gives them, and 1.6: label order of first appearance.
+# The published per-class train/val/test counts where known, and the label order of first appearance.
 PER_CLASS = {
     "BTMRI": [(660, 264, 397), (669, 267, 403), (728, 291, 438), (797, 319, 479)],
     "BUSI": [(218, 87, 132), (105, 42, 63), (66, 26, 41)],
@@ -45,7 +45,7 @@ FIRST_APPEARANCE = {
     "CTKidney": [0, 1, 2, 3], "DermaMNIST": [5, 4, 2, 1, 6, 0, 3], "KneeXray": [1, 0, 2, 3, 4],
     "Kvasir": list(range(8)), "LungColon": list(range(5)), "OCTMNIST": [3, 0, 1, 2], "RETINA": [2, 0, 1, 3],
 }
-# FACTS 1.7 (KneeXray's "OA" written out as in the class strings).
+# Base and new classes (KneeXray's "OA" written out as in the class strings).
 BASE_NEW = {
     "BTMRI": (["glioma tumor", "meningioma tumor"], ["pituitary tumor", "normal brain"]),
     "BUSI": (["benign tumor", "malignant tumor"], ["normal scan"]),
@@ -144,7 +144,7 @@ def test_reader_accepts_real_split(real_root, name):
     assert [tuple(c[label] for c in per_class) for label in range(ds.num_classes)] == PER_CLASS[name]
     order = list(dict.fromkeys(d.label for d in ds.train_x))
     assert order == FIRST_APPEARANCE[name]
-    if name != "RETINA":  # RETINA mixes .jpg, .png and .jpeg (FACTS 1.3)
+    if name != "RETINA":  # RETINA mixes .jpg, .png and .jpeg
         assert {os.path.splitext(d.relpath)[1] for d in ds.test} == {spec.image_ext}
     # tools/check_data.py finds nothing wrong with the real split (images not decoded: they are placeholders),
     # and clip_prompts/<NAME>.json has prompts for every class string.
@@ -201,7 +201,7 @@ def test_base_and_new_classes(real_root, name):
 
 
 def test_octmnist_declaration_without_its_split_file():
-    """OCTMNIST's split file is not in the snapshot: check the declaration against FACTS 1.3/1.4/1.7."""
+    """OCTMNIST's split file is not in the snapshot: check the declaration against the published counts and classes."""
     spec = BENCHMARKS["OCTMNIST"]
     assert spec.classnames == ("choroidal neovascularization", "diabetic macular edema", "drusen", "normal OCT scan")
     assert spec.counts == {"train": 97476, "val": 10832, "test": 1000}

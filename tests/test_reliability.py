@@ -452,3 +452,16 @@ def test_config_dump_goes_to_log_file_only(synthetic_btmri, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "** Config **" not in printed and "log.txt" in printed
     assert "** Config **" in (tmp_path / "run" / "log.txt").read_text()
+
+
+# ----- 13. the project cites only its own documents -------------------------------------------------
+def test_no_file_cites_the_private_reference_notes():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    word = "FA" + "CTS"  # spelled apart so this test does not find itself
+    citing = []
+    for rel in tracked:
+        if rel.endswith((".py", ".md", ".yaml", ".sh", ".json", ".txt")) and os.path.isfile(os.path.join(REPO, rel)):
+            text = open(os.path.join(REPO, rel), encoding="utf-8", errors="replace").read()
+            if f"{word} " in text or f"({word}" in text or f"{word}.md" in text:
+                citing.append(rel)
+    assert citing == []

@@ -1,4 +1,4 @@
-"""Download and unpack benchmarks into the layout the readers expect (FACTS 1.5).
+"""Download and unpack benchmarks into the layout the readers expect (docs/DESIGN.md describes it).
 
     python tools/download_data.py BTMRI BUSI --root DATA
     python tools/download_data.py all --root DATA

@@ -2,7 +2,7 @@
 
 Loss = CE + SCCM_LAMBDA * MSE(t, P_g) + KDSP_LAMBDA * KL(teacher || student) / (B*C), where P_g is the
 mean ensemble text feature and the teacher uses only the prompts that survive the outlier test
-(FACTS 3.2). Quirks that change the paper's numbers are kept: element-mean MSE, KL over B*C, no
+(docs/DESIGN.md lists each). Quirks that change the paper's numbers are kept: element-mean MSE, KL over B*C, no
 temperature, and text-encoder dropout active during training. A zero MAD, which made the reference
 produce NaN, falls back to the unscaled deviations (the result the rule gives for any MAD > 0).
 """
