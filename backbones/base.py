@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 
 import torch
 from torch import nn
@@ -126,15 +125,67 @@ def weights_dir(cfg, model_name: str) -> str | None:
     return None
 
 
-def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    """A quick probe so an offline machine gets a clear error in seconds, not after a minute of retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE as the hub library reads it (its own constant, or the variable set since import)."""
+    from huggingface_hub import constants
+
+    value = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or value.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cached(repo_id: str, filename: str) -> bool:
+    """True when `filename` of `repo_id` is already in the local Hugging Face cache (HF_HOME / HF_HUB_CACHE)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE), str)
+
+
+def url_reachable(url: str, timeout: float = 3.0) -> bool:
+    """Any HTTP answer from `url` within `timeout` (proxies from the environment apply)."""
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "biomedcoop-toolkit"})
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with urllib.request.urlopen(request, timeout=timeout):
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # the server answered (401, 404, ...): it is reachable
+    except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def hub_problem(repo_id: str, filename: str, timeout: float = 3.0) -> str | None:
+    """None when `repo_id` can be loaded through the Hugging Face hub library, else why not.
+
+    Follows the library's own rules: a model already in the local cache loads even with
+    HF_HUB_OFFLINE=1; otherwise HF_HUB_OFFLINE=1 refuses; otherwise the endpoint the library would
+    use (HF_ENDPOINT, a mirror) is asked, through its own HTTP session and proxy settings, so an
+    offline machine gets a clear error in seconds instead of after a minute of retries.
+    """
+    from huggingface_hub import constants, get_session
+
+    if hub_cached(repo_id, filename):
+        return None
+    if hub_offline():
+        return (f"HF_HUB_OFFLINE=1 is set and {repo_id} is not in the local Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}); unset HF_HUB_OFFLINE to download it")
+    endpoint = constants.ENDPOINT.rstrip("/")
+    try:
+        get_session().head(f"{endpoint}/api/models/{repo_id}", timeout=timeout)
+    except Exception:  # connection, DNS, proxy or TLS failures all mean "not reachable"
+        return f"the hub ({endpoint}) cannot be reached for {repo_id}"
+    return None
+
+
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """Can files be fetched from `host` now? Hugging Face URLs go to the endpoint the hub library uses."""
+    if hub_offline():
+        return False
+    from huggingface_hub import constants
+
+    base = constants.ENDPOINT if host == "huggingface.co" else f"https://{host}"
+    return url_reachable(base, timeout)
 
 
 def missing_weights_error(model_name: str, detail: str = "") -> UserError:

@@ -15,7 +15,7 @@ import open_clip
 import torch
 from open_clip.tokenizer import HFTokenizer
 
-from backbones.base import Backbone, hub_reachable, load_family_config, missing_weights_error, weights_dir
+from backbones.base import Backbone, hub_problem, load_family_config, missing_weights_error, weights_dir
 from backbones.twins import bert_folder, seeded, toy_vocab
 from engine.registry import BACKBONE_REGISTRY
 
@@ -114,8 +114,9 @@ def biomedclip(cfg=None) -> HFTextCLIP:
         text_dir = bert_folder("BiomedBERT-toyvocab", config["text_config"], toy_vocab())
         return build_hf_text_clip(config, text_dir, text_dir, None, "BiomedCLIP")
     hub_id = config["hub_id"]
-    if not hub_reachable():
-        raise missing_weights_error("BiomedCLIP", f"the hub ({hub_id}) cannot be reached")
+    problem = hub_problem(hub_id.removeprefix("hf-hub:"), "open_clip_config.json")
+    if problem:
+        raise missing_weights_error("BiomedCLIP", problem)
     try:
         model, _ = open_clip.create_model_from_pretrained(hub_id)
         tokenizer = open_clip.get_tokenizer(hub_id)

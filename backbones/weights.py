@@ -31,7 +31,14 @@ from urllib.parse import urlparse
 
 from tqdm import tqdm
 
-from backbones.base import CONFIG_DIR, hub_reachable, load_family_config, missing_weights_error, weights_dir
+from backbones.base import (
+    CONFIG_DIR,
+    hub_offline,
+    hub_reachable,
+    load_family_config,
+    missing_weights_error,
+    weights_dir,
+)
 from backbones.twins import cache_root
 from engine.errors import UserError
 from engine.utils import write_json
@@ -203,6 +210,8 @@ def locate_weights(cfg, model: str) -> str:
     if all(is_complete(cached, remote) for remote in files):
         return cached
     host = urlparse(files[0].url).hostname or files[0].url
+    if hub_offline():
+        raise missing_weights_error(model, "no local copy was found and HF_HUB_OFFLINE=1 forbids downloading it")
     if not hub_reachable(host):
         raise missing_weights_error(model, f"no local copy was found and {host} cannot be reached")
     try:

@@ -465,3 +465,79 @@ def test_no_file_cites_the_private_reference_notes():
             if f"{word} " in text or f"({word}" in text or f"{word}.md" in text:
                 citing.append(rel)
     assert citing == []
+
+
+# ----- 10. hub access as the hub libraries do it -------------------------------------------------------
+REPO_ID = "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
+
+
+def fake_hf_cache(cache_dir, repo_id: str, filename: str) -> None:
+    """The layout huggingface_hub leaves after a download: refs/main -> snapshots/<commit>/<file>."""
+    folder = cache_dir / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (folder / "refs").mkdir(parents=True)
+    (folder / "refs" / "main").write_text(commit)
+    (folder / "snapshots" / commit).mkdir(parents=True)
+    (folder / "snapshots" / commit / filename).write_text("{}")
+
+
+def test_offline_hub_uses_a_model_already_in_the_local_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from backbones.base import hub_problem
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    problem = hub_problem(REPO_ID, "open_clip_config.json")
+    assert problem and "HF_HUB_OFFLINE" in problem  # the reason is named
+    fake_hf_cache(tmp_path / "hub", REPO_ID, "open_clip_config.json")
+    assert hub_problem(REPO_ID, "open_clip_config.json") is None
+
+
+def test_offline_error_names_hf_hub_offline(monkeypatch, capsys, tmp_path):
+    from huggingface_hub import constants
+
+    from engine.config import get_cfg_default
+    from engine.errors import UserError
+    from engine.registry import BACKBONE_REGISTRY
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+    cfg = get_cfg_default()
+    with pytest.raises(UserError, match="HF_HUB_OFFLINE"):
+        BACKBONE_REGISTRY.get("BiomedCLIP")(cfg)
+
+
+def test_hub_probe_asks_the_configured_endpoint(tmp_path, monkeypatch):
+    import http.server
+    import threading
+
+    from huggingface_hub import constants
+
+    from backbones.base import hub_problem, hub_reachable
+
+    seen = []
+
+    class Mirror(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            seen.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty"))
+        monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        assert hub_problem(REPO_ID, "open_clip_config.json") is None
+        assert hub_reachable("huggingface.co")
+        assert seen and seen[0] == f"/api/models/{REPO_ID}"
+        server.shutdown()
+        assert "cannot be reached" in hub_problem(REPO_ID, "open_clip_config.json", timeout=1)
+    finally:
+        server.server_close()
