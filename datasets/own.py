@@ -1,7 +1,7 @@
 """The user's own datasets: a DATASET.NAME that is not a benchmark reads DATA/NAME/split_NAME.json.
 
 tools/prepare_dataset.py turns a folder of class sub-folders, or a CSV of path,label, into that layout
-(and writes configs/datasets/<name>.yaml for the scripts). The reader is the benchmarks' reader without
+(and DATA/NAME/dataset.yaml, which the scripts find there). The reader is the benchmarks' reader without
 a declaration: class strings and label order come from the split file itself. A name that differs from
 a benchmark's only in case (btmri, Busi) is refused; a missing folder whose name is close to a
 benchmark's (BTMR) gets a did-you-mean hint.

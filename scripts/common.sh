@@ -15,13 +15,19 @@ usage_check() {  # usage_check NEEDED GIVEN USAGE
     if [ "$2" -lt "$1" ]; then echo "usage: $3" >&2; exit 2; fi
 }
 
-dataset_config() {  # dataset_config DATASET -> path of configs/datasets/<dataset>.yaml
-    local cfg="$REPO/configs/datasets/${1,,}.yaml"
-    if [ ! -f "$cfg" ]; then
-        echo "error: no dataset config $cfg; valid: $(cd "$REPO/configs/datasets" && ls *.yaml | sed 's/.yaml//' | tr '\n' ' ')" >&2
-        exit 2
+dataset_config() {  # dataset_config DATASET [DATA] -> configs/datasets/<dataset>.yaml, else DATA/<Name>/dataset.yaml
+    local cfg="$REPO/configs/datasets/${1,,}.yaml" dir
+    if [ -f "$cfg" ]; then echo "$cfg"; return; fi
+    if [ -n "${2:-}" ]; then  # a dataset made by tools/prepare_dataset.py keeps its config beside its data
+        for dir in "$2"/*/; do
+            local name; name=$(basename "$dir")
+            if [ "${name,,}" = "${1,,}" ] && [ -f "$dir/dataset.yaml" ]; then echo "${dir%/}/dataset.yaml"; return; fi
+        done
     fi
-    echo "$cfg"
+    echo "error: no dataset config for '$1': neither $cfg nor ${2:-DATA}/<$1>/dataset.yaml" \
+         "(tools/prepare_dataset.py writes it for your own data); benchmarks:" \
+         "$(cd "$REPO/configs/datasets" && ls *.yaml | sed 's/.yaml//' | tr '\n' ' ')" >&2
+    exit 2
 }
 
 skip_flag() {  # --skip-finished unless FORCE=1 asks to redo finished seeds
@@ -55,7 +61,7 @@ run_train() {  # runs one train.py command; with PRINT_RUNS=1 prints it instead 
 # few_shot METHOD CONFIG DATA DATASET SHOTS MODEL
 few_shot() {
     local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6
-    local dcfg; dcfg=$(dataset_config "$dataset")
+    local dcfg; dcfg=$(dataset_config "$dataset" "$data")
     local tag; tag=$(weights_tag)
     for seed in $SEEDS; do
         local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
@@ -69,7 +75,7 @@ few_shot() {
 # An empty LOAD_EPOCH tests the latest checkpoint (methods whose epoch count depends on the data).
 base2new() {
     local method=$1 config=$2 data=$3 dataset=${4,,} model=$5 epoch=$6
-    local dcfg; dcfg=$(dataset_config "$dataset")
+    local dcfg; dcfg=$(dataset_config "$dataset" "$data")
     local tag; tag=$(weights_tag)
     for seed in $SEEDS; do
         local sub="$dataset/shots_16/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"

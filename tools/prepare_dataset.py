@@ -11,8 +11,9 @@ names, or keys of --classnames (e.g. 0, 1, 2 -> "benign tumor", ...).
 
 Writes DATA/NAME/split_NAME.json and DATA/NAME/NAME/<class_folder>/<file> (hard links where possible,
 else copies; --mode symlink or copy to choose), built in a temporary folder and renamed into place, and
-configs/datasets/<name>.yaml. Labels follow the --classnames file's order, else sorted class keys. Each
-class is split 50/20/30 (--split) after a shuffle seeded by --seed.
+DATA/NAME/dataset.yaml, the dataset config the scripts find there (nothing is written into the source
+tree; --config-dir DIR writes DIR/<name>.yaml instead). Labels follow the --classnames file's order, else
+sorted class keys. Each class is split 50/20/30 (--split) after a shuffle seeded by --seed.
 """
 
 from __future__ import annotations
@@ -192,8 +193,11 @@ def place(src: str, dst: str, mode: str) -> None:
     shutil.copy2(src, dst)
 
 
-def write_config(name: str, config_dir: str, force: bool) -> str:
-    path = os.path.join(config_dir, f"{name.lower()}.yaml")
+DATASET_CONFIG = "dataset.yaml"  # DATA/NAME/dataset.yaml: the config lives with the data it names
+
+
+def write_config(name: str, config_dir: str | None, force: bool, dataset_dir: str = "") -> str:
+    path = os.path.join(config_dir, f"{name.lower()}.yaml") if config_dir else os.path.join(dataset_dir, DATASET_CONFIG)
     text = f'# Your own dataset, made by tools/prepare_dataset.py (docs/own_data.md).\nDATASET:\n  NAME: "{name}"\n'
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
@@ -227,9 +231,8 @@ def prepare(name: str, root: str, folder: str | None = None, csv_path: str | Non
     dataset_dir = os.path.join(root, name)
     if os.path.exists(dataset_dir) and not force:
         raise UserError(f"{dataset_dir} already exists; pass --force to replace it, or choose another --name.")
-    config_dir = config_dir or os.path.join(REPO, "configs", "datasets")
-    config_path = os.path.join(config_dir, f"{name.lower()}.yaml")
-    if os.path.isfile(config_path) and not force:
+    config_path = os.path.join(config_dir, f"{name.lower()}.yaml") if config_dir else ""
+    if config_path and os.path.isfile(config_path) and not force:
         with open(config_path, encoding="utf-8") as f:
             if f'NAME: "{name}"' not in f.read():
                 raise UserError(f"{config_path} exists and names another dataset; choose another --name.")
@@ -272,7 +275,7 @@ def prepare(name: str, root: str, folder: str | None = None, csv_path: str | Non
         os.replace(os.path.join(tmp, name), dataset_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    config = write_config(name, config_dir, force)
+    config = write_config(name, config_dir, force, dataset_dir)
     own_dataset_reader(name)
     return {"dataset_dir": dataset_dir, "config": config, "classes": counts, "skipped": skipped}
 
@@ -290,7 +293,8 @@ def main(argv=None) -> int:
     p.add_argument("--mode", choices=("link", "copy", "symlink"), default="link",
                    help="hard link (copy across file systems), copy, or symlink the images (default link)")
     p.add_argument("--force", action="store_true", help="replace an existing DATA/NAME and its config")
-    p.add_argument("--config-dir", default=None, help="where to write <name>.yaml (default configs/datasets)")
+    p.add_argument("--config-dir", default=None,
+                   help="write the dataset config as DIR/<name>.yaml (default: DATA/NAME/dataset.yaml)")
     args = p.parse_args(argv)
     try:
         summary = prepare(args.name, args.root, args.folder, args.csv, args.classnames, args.split, args.seed,
