@@ -20,7 +20,7 @@ import os
 import sys
 
 import _bootstrap  # noqa: F401
-from inspect_prompts import build_cfg, common_parser
+from inspect_prompts import build_cfg, common_parser, report
 
 from engine.errors import UserError
 
@@ -118,15 +118,9 @@ def format_table(result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        from engine.utils import write_json
-
         cfg = build_cfg(args)
-        paths = [args.prompts] + ([args.compare] if args.compare else [])
-        result = analyze(cfg, paths)
-        print(format_table(result))
-        if args.json_out:
-            write_json(result, args.json_out)
-            print(f"\nwrote {args.json_out}")
+        result = analyze(cfg, [args.prompts] + ([args.compare] if args.compare else []))
+        report(format_table(result), result, args.json_out)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -182,15 +182,20 @@ def format_table(result: dict, show_class: str | None = None, width: int = 80) -
     return "\n".join(lines)
 
 
+def report(table: str, result: dict, json_out: str | None) -> None:
+    """Print the table; with --json, also write the numbers behind it."""
+    print(table)
+    if json_out:
+        write_json(result, json_out)
+        print(f"\nwrote {json_out}")
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = build_cfg(args)
         result = inspect(cfg, args.prompts_dir, args.images, use_cache=not args.no_cache)
-        print(format_table(result, args.show_class))
-        if args.json_out:
-            write_json(result, args.json_out)
-            print(f"\nwrote {args.json_out}")
+        report(format_table(result, args.show_class), result, args.json_out)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
