@@ -541,3 +541,28 @@ def test_hub_probe_asks_the_configured_endpoint(tmp_path, monkeypatch):
         assert "cannot be reached" in hub_problem(REPO_ID, "open_clip_config.json", timeout=1)
     finally:
         server.server_close()
+
+
+# ----- 15. why the TinyPMCCLIP demo sits at chance (docs/offline.md) --------------------------------
+def test_tiny_pmcclip_features_are_separable_but_nearly_parallel_under_a_large_scale(synthetic_btmri):
+    from engine.data import build_transform, read_image
+    from engine.registry import BACKBONE_REGISTRY
+
+    items, cfg = read_split_items(synthetic_btmri)
+    tfm = build_transform(cfg, False)
+    images = torch.stack([tfm(read_image(d.impath)) for d in items])
+    labels = torch.tensor([d.label for d in items])
+    other = labels[:, None] != labels[None, :]
+    facts = {}
+    for name in ("TinyBiomedCLIP", "TinyPMCCLIP"):
+        backbone = BACKBONE_REGISTRY.get(name)().eval()
+        with torch.no_grad():
+            feats = torch.nn.functional.normalize(backbone.encode_image(images), dim=-1)
+        means = torch.nn.functional.normalize(torch.stack([feats[labels == c].mean(0) for c in range(4)]), dim=-1)
+        separable = ((feats @ means.T).argmax(1) == labels).float().mean().item()
+        facts[name] = (separable, (feats @ feats.T)[other].mean().item(), float(backbone.logit_scale))
+    # Labels and features line up (no order or sign bug): both twins' classes are separable ...
+    assert facts["TinyBiomedCLIP"][0] == 1.0 and facts["TinyPMCCLIP"][0] == 1.0
+    # ... but PMC-CLIP's twin puts other classes 4% apart (BiomedCLIP's: 24%) under a 6x larger scale.
+    assert facts["TinyPMCCLIP"][1] > 0.95 > 0.8 > facts["TinyBiomedCLIP"][1]
+    assert abs(facts["TinyPMCCLIP"][2] - 83.9) < 0.1 and facts["TinyBiomedCLIP"][2] < 20
