@@ -560,9 +560,27 @@ def test_tiny_pmcclip_features_are_separable_but_nearly_parallel_under_a_large_s
             feats = torch.nn.functional.normalize(backbone.encode_image(images), dim=-1)
         means = torch.nn.functional.normalize(torch.stack([feats[labels == c].mean(0) for c in range(4)]), dim=-1)
         separable = ((feats @ means.T).argmax(1) == labels).float().mean().item()
-        facts[name] = (separable, (feats @ feats.T)[other].mean().item(), float(backbone.logit_scale))
+        facts[name] = (separable, (feats @ feats.T)[other].mean().item(), float(backbone.logit_scale.detach()))
     # Labels and features line up (no order or sign bug): both twins' classes are separable ...
     assert facts["TinyBiomedCLIP"][0] == 1.0 and facts["TinyPMCCLIP"][0] == 1.0
     # ... but PMC-CLIP's twin puts other classes 4% apart (BiomedCLIP's: 24%) under a 6x larger scale.
     assert facts["TinyPMCCLIP"][1] > 0.95 > 0.8 > facts["TinyBiomedCLIP"][1]
     assert abs(facts["TinyPMCCLIP"][2] - 83.9) < 0.1 and facts["TinyBiomedCLIP"][2] < 20
+
+
+# ----- 16. README "When something goes wrong" --------------------------------------------------------
+def test_readme_explains_each_message_the_code_gives():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    section = readme.split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
+    sources = "".join(open(os.path.join(REPO, p), encoding="utf-8").read() for p in (
+        "train.py", "engine/trainer.py", "engine/config.py", "engine/data.py", "engine/features.py",
+        "engine/utils.py", "datasets/split_json.py", "tools/download_data.py", "tools/parse_test_res.py",
+        "backbones/base.py", "scripts/common.sh"))
+    for phrase in ["was made with other settings", "Skip this job", "does not record the settings",
+                   "was saved with other settings", "The {name} became", "must be val or test",
+                   "official split file comes with the", "not the published", "no longer in the split or on disk",
+                   "is not writable; caching", "is not in the local Hugging Face cache", "is empty or not valid JSON",
+                   "no dataset config for"]:
+        assert phrase in sources, phrase  # the message still exists ...
+        shown = phrase.replace("The {name} became", "The loss became").split("{")[0]
+        assert shown in section, phrase  # ... and the README says what to do about it
