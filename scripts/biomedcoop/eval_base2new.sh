@@ -4,7 +4,7 @@
 # $EVAL_ROOT/base2new/{test_base,test_new}/<dataset>/shots_16/BiomedCoOp_<MODEL>/nctx4_cscFalse_ctpend/seed<S>/.
 # By default the authors' released checkpoints, fetched into $CKPT_DIR (default released/) when absent;
 # MODEL_ROOT=output/base2new evaluates this toolkit's own base-to-novel runs instead.
-# Environment: SEEDS, EVAL_ROOT=output_eval, CKPT_DIR=released, MODEL_ROOT, LOAD_EPOCH=50, FORCE=1, EXTRA_OPTS.
+# Environment: SEEDS, EVAL_ROOT=output_eval, CKPT_DIR=released, MODEL_ROOT, LOAD_EPOCH=50, FORCE=1 (redo finished seeds), EXTRA_OPTS.
 source "$(dirname "$0")/../common.sh"
 usage_check 2 $# "bash scripts/biomedcoop/eval_base2new.sh DATA DATASET [MODEL]"
 data=$1 dataset=${2,,} model=${3:-BiomedCLIP}
@@ -29,11 +29,8 @@ for seed in $SEEDS; do
     fi
     for subsample in base new; do
         out="${EVAL_ROOT:-output_eval}/base2new/test_$subsample/$sub/seed$seed"
-        if [ -f "$out/results.json" ] && [ "${FORCE:-0}" != 1 ]; then
-            echo "Results are available in $out. Skip this job."; continue
-        fi
         "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "BiomedCoOp_${model}" \
-            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" \
+            --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" $(skip_flag) \
             --model-dir "$model_dir" --load-epoch "$epoch" --eval-only \
             DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES "$subsample" ${EXTRA_OPTS:-}
     done

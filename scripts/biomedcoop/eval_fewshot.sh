@@ -4,7 +4,7 @@
 # $EVAL_ROOT/<dataset>/shots_<K>/BiomedCoOp_<MODEL>/nctx4_cscFalse_ctpend/seed<S>/ (results.json, log.txt).
 # By default the authors' released checkpoints, fetched into $CKPT_DIR (default released/) when absent;
 # MODEL_ROOT=output evaluates this toolkit's own few-shot runs instead (LOAD_EPOCH picks the epoch).
-# Environment: SEEDS, EVAL_ROOT=output_eval, CKPT_DIR=released, MODEL_ROOT, LOAD_EPOCH=100, FORCE=1, EXTRA_OPTS.
+# Environment: SEEDS, EVAL_ROOT=output_eval, CKPT_DIR=released, MODEL_ROOT, LOAD_EPOCH=100, FORCE=1 (redo finished seeds), EXTRA_OPTS.
 source "$(dirname "$0")/../common.sh"
 usage_check 3 $# "bash scripts/biomedcoop/eval_fewshot.sh DATA DATASET SHOTS [MODEL]"
 data=$1 dataset=${2,,} shots=$3 model=${4:-BiomedCLIP}
@@ -20,9 +20,6 @@ evaluated=0
 for seed in $SEEDS; do
     model_dir="$MODEL_ROOT/$sub/seed$seed"
     out="${EVAL_ROOT:-output_eval}/$sub/seed$seed"
-    if [ -f "$out/results.json" ] && [ "${FORCE:-0}" != 1 ]; then
-        echo "Results are available in $out. Skip this job."; evaluated=$((evaluated + 1)); continue
-    fi
     ckpt="$model_dir/prompt_learner/model.pth.tar-$epoch"
     if [ ! -f "$ckpt" ] && [ "$download" = 1 ]; then
         "$PYTHON" "$REPO/tools/download_checkpoints.py" --task few_shot --datasets "$dataset" --shots "$shots" \
@@ -32,7 +29,7 @@ for seed in $SEEDS; do
         echo "note: no checkpoint $ckpt; seed $seed skipped" >&2; continue
     fi
     "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "BiomedCoOp_${model}" \
-        --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" \
+        --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" $(skip_flag) \
         --model-dir "$model_dir" --load-epoch "$epoch" --eval-only DATASET.NUM_SHOTS "$shots" ${EXTRA_OPTS:-}
     evaluated=$((evaluated + 1))
 done
