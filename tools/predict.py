@@ -128,7 +128,7 @@ class Predictor:
         record = read_run_record(run_dir)
         cfg = build_run_config(record, root)
         self.trainer = build_trainer(cfg)
-        if self.trainer._models:
+        if self.trainer.get_model_names():  # zero-shot methods have nothing to load
             from results_io import evaluated_model
 
             model_dir, tested_epoch = evaluated_model(run_dir, record)

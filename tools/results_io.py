@@ -116,10 +116,6 @@ class Run:
     record: dict = field(default_factory=dict, repr=False)
 
     @property
-    def model(self) -> str:
-        return self.backbone
-
-    @property
     def ok(self) -> bool:
         return self.failure is None and self.accuracy is not None
 
