@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
 import _bootstrap  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from timing import median_time  # noqa: E402
 
 import backbones  # noqa: E402,F401
 from engine.config import get_cfg_default  # noqa: E402
@@ -29,16 +28,6 @@ from trainers.prompt_learner import PromptLearner  # noqa: E402
 
 CLASSES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain", "normal OCT scan",
            "lung squamous cell carcinoma", "diabetic macular edema", "dyed resection margins"]
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def full_size_biomedclip():

@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _bootstrap  # noqa: E402,F401
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from bench_biomedcoop_step import CLASSES, full_size_biomedclip, median_time, trimmed_and_padded  # noqa: E402
+from bench_biomedcoop_step import CLASSES, full_size_biomedclip, trimmed_and_padded  # noqa: E402
+from timing import median_time  # noqa: E402
 
 from trainers.cocoop import ConditionalPromptLearner  # noqa: E402
 

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from engine.data import Datum, read_image
-from engine.utils import file_lock, get_logger, torch_save_atomic
+from engine.utils import file_lock, get_logger, torch_save_atomic, writable_cache_dir
 
 
 def _key(item: Datum) -> str:
@@ -53,6 +53,14 @@ def file_stamp(path: str) -> tuple[int, int]:
     """(size, modification time in ns): changes whenever the file is rewritten in place."""
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
+
+
+def feature_cache_dir(cfg, dataset_dir: str) -> str:
+    """FEATURES.CACHE_DIR, else <dataset dir>/feature_cache, else (read-only data) a per-user folder."""
+    if cfg.FEATURES.CACHE_DIR:
+        return cfg.FEATURES.CACHE_DIR
+    return writable_cache_dir(os.path.join(dataset_dir, "feature_cache"), dataset_dir, "feature_cache",
+                              "FEATURES.CACHE_DIR")
 
 
 class FeatureCache:

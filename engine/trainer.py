@@ -24,10 +24,10 @@ from engine.config import config_differences, flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
-from engine.features import FeatureCache
+from engine.features import FeatureCache, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
-from engine.utils import get_logger, torch_save_atomic, writable_cache_dir, write_json
+from engine.utils import get_logger, torch_save_atomic, write_json
 
 RESUME_FILE = "resume.pth"
 
@@ -123,11 +123,7 @@ class TrainerX:
 
     def feature_cache_dir(self) -> str:
         """FEATURES.CACHE_DIR, else <dataset dir>/feature_cache, else (read-only data) a per-user folder."""
-        if self.cfg.FEATURES.CACHE_DIR:
-            return self.cfg.FEATURES.CACHE_DIR
-        dataset_dir = self.dm.dataset.dataset_dir
-        return writable_cache_dir(os.path.join(dataset_dir, "feature_cache"), dataset_dir, "feature_cache",
-                                  "FEATURES.CACHE_DIR")
+        return feature_cache_dir(self.cfg, self.dm.dataset.dataset_dir)
 
     # ----- hooks -------------------------------------------------------------------------------
     def check_cfg(self, cfg) -> None:

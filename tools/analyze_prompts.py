@@ -66,7 +66,7 @@ def class_metrics(bank, feats, labels, tau: float) -> list[dict]:
 
 def analyze(cfg, prompt_paths: list[str]) -> dict:
     import torch
-    from inspect_prompts import frozen_backbone, test_view_features
+    from inspect_prompts import backbone_cache_dir, frozen_backbone, test_view_features
 
     from engine.prompts import load_ensemble, prompt_file
     from engine.registry import DATASET_REGISTRY
@@ -87,7 +87,7 @@ def analyze(cfg, prompt_paths: list[str]) -> dict:
     for path in prompt_paths:
         path = path or prompt_file(cfg.DATASET.NAME)
         sentences = load_ensemble(cfg.DATASET.NAME, dataset.classnames, n_prompts, path=path)
-        bank = encode_prompt_bank(backbone, sentences).to(feats.device)
+        bank = encode_prompt_bank(backbone, sentences, backbone_cache_dir(cfg, dataset, backbone)).to(feats.device)
         ensembles[path] = class_metrics(bank, feats, labels, tau)
     return {"dataset": cfg.DATASET.NAME, "model": cfg.MODEL.BACKBONE.NAME, "shots": cfg.DATASET.NUM_SHOTS,
             "seed": cfg.SEED, "tau": tau, "n_prompts": n_prompts, "images": len(items),

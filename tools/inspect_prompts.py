@@ -28,7 +28,7 @@ import datasets  # noqa: F401  (registers the benchmark readers)
 from engine.config import get_cfg_default
 from engine.data import build_transform, read_image, transform_spec
 from engine.errors import UserError
-from engine.features import FeatureCache
+from engine.features import FeatureCache, feature_cache_dir
 from engine.prompts import PROMPTS_DIR, load_ensemble, prompt_file
 from engine.registry import BACKBONE_REGISTRY, DATASET_REGISTRY
 from engine.utils import set_random_seed, write_json
@@ -107,13 +107,17 @@ def frozen_backbone(cfg):
     return backbone.requires_grad_(False)
 
 
+def backbone_cache_dir(cfg, dataset, backbone) -> str:
+    """The folder where training keeps this backbone's image and prompt features for this dataset."""
+    return os.path.join(feature_cache_dir(cfg, dataset.dataset_dir), backbone.cache_key())
+
+
 @torch.no_grad()
 def test_view_features(cfg, dataset, backbone, items, use_cache: bool = True) -> torch.Tensor:
     """(N, D) unit features of `items` under the test transform (no random crop: reproducible)."""
     transform = build_transform(cfg, is_train=False)
     if use_cache:
-        cache_dir = cfg.FEATURES.CACHE_DIR or os.path.join(dataset.dataset_dir, "feature_cache")
-        cache = FeatureCache(cache_dir, backbone, backbone.device)
+        cache = FeatureCache(feature_cache_dir(cfg, dataset.dataset_dir), backbone, backbone.device)
         feats = cache.get(items, transform, transform_spec(cfg, False), desc="images")[0]
     else:
         feats = backbone.encode_image(torch.stack([transform(read_image(d.impath)) for d in items]).to(backbone.device))
@@ -134,7 +138,8 @@ def inspect(cfg, prompts_dir: str = PROMPTS_DIR, images: int = 32, use_cache: bo
     backbone = frozen_backbone(cfg)
     with torch.no_grad():
         image_feats = test_view_features(cfg, dataset, backbone, items, use_cache)
-        bank = encode_prompt_bank(backbone, ensemble)  # the trainer's own teacher bank
+        # the trainer's own teacher bank, read from where training cached it
+        bank = encode_prompt_bank(backbone, ensemble, backbone_cache_dir(cfg, dataset, backbone) if use_cache else None)
         scale = backbone.logit_scale.detach().float()
         scores = prompt_scores(image_feats, bank, scale).cpu()
         keep = select_prompts(scores, tau)
