@@ -54,6 +54,16 @@ per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, 
     echo "$cfg"
 }
 
+# have_checkpoint CKPT SEED DOWNLOAD [download_checkpoints.py ARGS...]: true when CKPT exists, after
+# fetching it with tools/download_checkpoints.py when DOWNLOAD=1; otherwise a note that SEED is skipped.
+have_checkpoint() {
+    local ckpt=$1 seed=$2 download=$3; shift 3
+    if [ ! -f "$ckpt" ] && [ "$download" = 1 ]; then
+        "$PYTHON" "$REPO/tools/download_checkpoints.py" "$@" || true
+    fi
+    if [ ! -f "$ckpt" ]; then echo "note: no checkpoint $ckpt; seed $seed skipped" >&2; return 1; fi
+}
+
 run_train() {  # runs one train.py command; with PRINT_RUNS=1 prints it instead (tools/sweep.py plans from this)
     if [ "${PRINT_RUNS:-0}" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
 }

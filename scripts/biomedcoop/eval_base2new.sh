@@ -20,13 +20,8 @@ evaluated=0
 for seed in $SEEDS; do
     model_dir="$MODEL_ROOT/train_base/$sub/seed$seed"
     ckpt="$model_dir/prompt_learner/model.pth.tar-$epoch"
-    if [ ! -f "$ckpt" ] && [ "$download" = 1 ]; then
-        "$PYTHON" "$REPO/tools/download_checkpoints.py" --task base2new --datasets "$dataset" --seeds "$seed" \
-            --dir "$CKPT_DIR" || true
-    fi
-    if [ ! -f "$ckpt" ]; then
-        echo "note: no checkpoint $ckpt; seed $seed skipped" >&2; continue
-    fi
+    have_checkpoint "$ckpt" "$seed" "$download" --task base2new --datasets "$dataset" --seeds "$seed" \
+        --dir "$CKPT_DIR" || continue
     for subsample in base new; do
         out="${EVAL_ROOT:-output_eval}/base2new/test_$subsample/$sub/seed$seed"
         "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "BiomedCoOp_${model}" \

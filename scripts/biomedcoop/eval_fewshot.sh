@@ -21,13 +21,8 @@ for seed in $SEEDS; do
     model_dir="$MODEL_ROOT/$sub/seed$seed"
     out="${EVAL_ROOT:-output_eval}/$sub/seed$seed"
     ckpt="$model_dir/prompt_learner/model.pth.tar-$epoch"
-    if [ ! -f "$ckpt" ] && [ "$download" = 1 ]; then
-        "$PYTHON" "$REPO/tools/download_checkpoints.py" --task few_shot --datasets "$dataset" --shots "$shots" \
-            --seeds "$seed" --dir "$CKPT_DIR" || true
-    fi
-    if [ ! -f "$ckpt" ]; then
-        echo "note: no checkpoint $ckpt; seed $seed skipped" >&2; continue
-    fi
+    have_checkpoint "$ckpt" "$seed" "$download" --task few_shot --datasets "$dataset" --shots "$shots" \
+        --seeds "$seed" --dir "$CKPT_DIR" || continue
     "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "BiomedCoOp_${model}" \
         --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" $(skip_flag) \
         --model-dir "$model_dir" --load-epoch "$epoch" --eval-only DATASET.NUM_SHOTS "$shots" ${EXTRA_OPTS:-}
