@@ -71,6 +71,10 @@ def get_cfg_default() -> CN:
     # Local folder with the model's weights (see tools/download_weights.py); "" = environment
     # variable BIOMEDCOOP_WEIGHTS_DIR, then the hub.
     _C.MODEL.BACKBONE.PATH = ""
+    # Which model a generic family (OpenCLIP, transformers CLIP/SigLIP) loads: an open_clip name
+    # and pretrained tag ("ViT-B-16:openai"), an "hf-hub:org/name" id, or a transformers hub id.
+    # Named families (BiomedCLIP, CLIP, ...) ignore it.
+    _C.MODEL.BACKBONE.HUB = ""
 
     # Frozen image-tower features are computed once and reused (engine/features.py).
     _C.FEATURES = CN()
