@@ -16,7 +16,7 @@ import torch
 from open_clip.tokenizer import HFTokenizer
 
 from backbones.base import Backbone, hub_problem, load_family_config, missing_weights_error, weights_dir
-from backbones.twins import bert_folder, seeded, toy_vocab
+from backbones.twins import bert_folder, prompt_vocab, seeded, toy_vocab
 from engine.registry import BACKBONE_REGISTRY
 
 WEIGHT_FILES = ("open_clip_pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.safetensors")
@@ -109,9 +109,9 @@ def biomedclip(cfg=None) -> HFTextCLIP:
     if folder:
         return _local_biomedclip(folder, config, pretrained)
     if not pretrained:
-        # Full-size architecture with random weights (for benchmarks); a toy vocabulary stands in
-        # for the real one, which only changes how words split into tokens.
-        text_dir = bert_folder("BiomedBERT-toyvocab", config["text_config"], toy_vocab())
+        # Full-size architecture with random weights (for benchmarks); a vocabulary of the prompt
+        # files' words stands in for the real one, so prompts have realistic token counts.
+        text_dir = bert_folder("BiomedBERT-promptvocab", config["text_config"], prompt_vocab())
         return build_hf_text_clip(config, text_dir, text_dir, None, "BiomedCLIP")
     hub_id = config["hub_id"]
     problem = hub_problem(hub_id.removeprefix("hf-hub:"), "open_clip_config.json")

@@ -1,4 +1,5 @@
-"""Pieces the tiny offline twins share: a locally registered timm ViT and a toy WordPiece vocabulary.
+"""Pieces the offline builds share: a locally registered timm ViT and two WordPiece vocabularies
+(a toy one for the tiny twins, one covering the prompt files for the full-size random BiomedCLIP).
 
 Twins are built on the real code path (open_clip classes, HF BERT, timm ViT) with random weights
 drawn from a fixed seed, so they are deterministic, need no network and build in milliseconds.
@@ -6,6 +7,7 @@ drawn from a fixed seed, so they are deterministic, need no network and build in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -53,6 +55,46 @@ def toy_vocab() -> list[str]:
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     return specials + chars + [f"##{c}" for c in chars] + sorted(set(_WORDS) - set(chars))
+
+
+PROMPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "clip_prompts")
+
+
+def _strings(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for k, v in node.items() for s in (*_strings(k), *_strings(v))]
+    if isinstance(node, list):
+        return [s for v in node for s in _strings(v)]
+    return []
+
+
+@functools.lru_cache(maxsize=1)
+def prompt_vocab(prompts_dir: str = PROMPTS_DIR) -> list[str]:
+    """A WordPiece vocabulary holding every whole word of the prompt files (clip_prompts/*.json).
+
+    With it, the full-size random BiomedCLIP splits the prompts into about as many tokens as the
+    real PubMedBERT vocabulary does (a word each, rarer words a few pieces there), so the text
+    tower's cost in benchmarks is realistic; the toy vocabulary splits most words into letters.
+    Words are cut exactly as BERT's tokenizer cuts them (lower case, accents stripped, punctuation
+    apart); every character they use is there too, alone and as a ##continuation, so no text maps
+    to [UNK]. Sorted, so the same files always give the same vocabulary.
+    """
+    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    normalise, split = BertNormalizer(lowercase=True), BertPreTokenizer()
+    words: set[str] = set()
+    for name in sorted(os.listdir(prompts_dir)):
+        if name.endswith(".json"):
+            with open(os.path.join(prompts_dir, name), encoding="utf-8") as f:
+                for text in _strings(json.load(f)):
+                    words.update(w for w, _ in split.pre_tokenize_str(normalise.normalize_str(text)))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = sorted(set(string.ascii_lowercase + string.digits + string.punctuation) | {c for w in words for c in w})
+    singles = set(chars)
+    return specials + chars + [f"##{c}" for c in chars] + sorted(words - singles)
 
 
 def cache_root() -> str:
