@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import torch
 from torch import nn
@@ -32,6 +33,9 @@ class Backbone(nn.Module):
     embed_dim: int  # width of the joint image/text feature space
     token_width: int  # width of a token embedding (= learned context vector width)
     context_length: int
+    # Special tokens the tokenizer puts before the text: 1 for a start token ([CLS], <start_of_text>),
+    # 0 for tokenizers without one (SigLIP). Learned context is spliced in right after them.
+    start_tokens: int = 1
     image_size: int = 224
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -188,12 +192,23 @@ def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
     return url_reachable(base, timeout)
 
 
-def missing_weights_error(model_name: str, detail: str = "") -> UserError:
+def safe_name(source: str) -> str:
+    """A folder name for a hub id or model tag:
+    'hf-hub:org/name' -> 'org--name', 'ViT-B-16:openai' -> 'ViT-B-16--openai'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", source.removeprefix("hf-hub:")).strip("-.")
+
+
+def missing_weights_error(model_name: str, detail: str = "", source: str | None = None) -> UserError:
+    """The offline error: what is missing and the download command. `source` is what the download
+    tool is given when it is not the model name (a hub id for the generic families)."""
+    generic = bool(source) and source != model_name
+    what = f"{model_name} weights for {source}" if generic else f"{model_name} weights"
+    folder = f"WEIGHTS/{safe_name(source)}" if generic else "WEIGHTS"
     return UserError(
-        f"{model_name} weights are not available on this machine{': ' + detail if detail else ''}.\n"
+        f"{what} are not available on this machine{': ' + detail if detail else ''}.\n"
         f"Fix: on a machine with internet run\n"
-        f"    python tools/download_weights.py {model_name} --dir WEIGHTS\n"
+        f"    python tools/download_weights.py {source or model_name} --dir WEIGHTS\n"
         f"copy the WEIGHTS folder here, then either export {WEIGHTS_ENV}=WEIGHTS or add "
-        f"`MODEL.BACKBONE.PATH WEIGHTS` to the train.py command. "
+        f"`MODEL.BACKBONE.PATH {folder}` to the train.py command. "
         f"To try the pipeline without weights, use the offline twin Tiny{model_name}."
     )

@@ -1,5 +1,9 @@
 """CLIP ViT-B/16 (OpenAI) and PubMedCLIP (ViT-B/32 fine-tuned on ROCO): open_clip's `CLIP` class.
 
+`TextTransformerCLIP` is the backbone for any open_clip model whose text tower is open_clip's own
+TextTransformer (the `CLIP` class, or `CustomTextCLIP` holding that tower); the OpenCLIP family
+(backbones/open_clip_family.py) uses it too.
+
 Both use the CLIP text transformer: BPE tokens (77), token embedding + positional embedding, a
 causal transformer, the final LayerNorm, the feature at the end-of-text token (the largest id),
 then `text_projection`. Spliced prompts go through the same steps with the positional embedding
@@ -17,17 +21,13 @@ weights are rounded exactly as in the paper's runs (for CLIP, whose file is fp16
 from __future__ import annotations
 
 import functools
-import pickle
 
-import open_clip
 import torch
-from open_clip.model import convert_weights_to_lp
-from open_clip.tokenizer import SimpleTokenizer
-from open_clip.transformer import text_global_pool
 
-from backbones.base import Backbone, load_family_config, missing_weights_error
+from backbones.base import Backbone, load_family_config
 from backbones.twins import seeded
-from backbones.weights import load_state_or_explain, locate_weights, require
+from backbones.weights import load_weights, locate_weights, require
+from engine.errors import UserError
 from engine.registry import BACKBONE_REGISTRY
 
 # Metadata in OpenAI's files, and the causal mask a TorchScript copy of an open_clip model carries.
@@ -35,35 +35,71 @@ OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_m
 
 
 @functools.lru_cache(maxsize=4)
-def clip_tokenizer(context_length: int = 77) -> SimpleTokenizer:
+def clip_tokenizer(context_length: int = 77):
     """open_clip's copy of the OpenAI BPE tokenizer (its vocabulary ships inside the package)."""
+    from open_clip.tokenizer import SimpleTokenizer
+
     return SimpleTokenizer(context_length=context_length)
 
 
-class OpenAICLIP(Backbone):
-    """An open_clip `CLIP` (ViT image tower, CLIP text transformer) behind the backbone contract."""
+def _text_pieces(model) -> tuple[torch.nn.Module, str, int | None]:
+    """(the module holding the text transformer's pieces, its pool type, its end-of-text id).
 
-    def __init__(self, model: open_clip.CLIP, name: str):
+    open_clip's CLIP copies its TextTransformer's pieces (token_embedding, positional_embedding,
+    transformer, ln_final, text_projection, attn_mask) onto itself; CustomTextCLIP keeps the tower
+    whole as `.text`. Both are read through the same names.
+    """
+    if hasattr(model, "token_embedding"):
+        return model, model.text_pool_type, getattr(model, "text_eos_id", None)
+    return model.text, model.text.pool_type, getattr(model.text, "eos_id", None)
+
+
+class TextTransformerCLIP(Backbone):
+    """An open_clip model whose text tower is open_clip's TextTransformer (CLIP, or CustomTextCLIP
+    with that tower), behind the backbone contract. `tokenizer` defaults to the OpenAI BPE."""
+
+    def __init__(self, model, name: str, tokenizer=None):
         super().__init__()
         self.name = name
         self.model = model
-        self.context_length = model.context_length
-        self.token_width = model.token_embedding.embedding_dim
-        self.embed_dim = model.text_projection.shape[1]
-        self.image_size = model.visual.image_size[0]
+        text, pool, _ = _text_pieces(model)
+        if getattr(text, "cls_emb", None) is not None:
+            raise UserError(f"{name}: text towers with an appended class token (CoCa's) are not supported.")
+        self.context_length = text.positional_embedding.shape[0]
+        self.token_width = text.token_embedding.embedding_dim
+        proj = text.text_projection
+        if proj is None:
+            self.embed_dim = self.token_width
+        else:
+            self.embed_dim = proj.out_features if isinstance(proj, torch.nn.Linear) else proj.shape[1]
+        size = model.visual.image_size
+        self.image_size = size[0] if isinstance(size, (tuple, list)) else int(size)
+        self._tokenizer = tokenizer
+        # The end-of-text token has the largest id in OpenAI's BPE; other tokenizers mark the end by padding.
+        self.end_is_largest_id = tokenizer is None or type(tokenizer).__name__ == "SimpleTokenizer"
+        self.pad_id = getattr(getattr(tokenizer, "tokenizer", None), "pad_token_id", None) or 0
+        # Trimming padding is exact when no kept token sees the padding (causal mask) and the pooled
+        # token is a real one; a bidirectional tower or 'last' pooling reads the padding, so it keeps it.
+        self.trim_is_exact = text.attn_mask is not None and pool in ("argmax", "eos", "first")
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
-        return clip_tokenizer(self.context_length)(texts)
+        return (self._tokenizer or clip_tokenizer(self.context_length))(texts)
 
     def real_lengths(self, ids: torch.Tensor) -> torch.Tensor:
-        # Everything up to the end-of-text token, which has the largest id (pad id 0 is also "!").
-        return ids.argmax(dim=-1) + 1
+        if self.end_is_largest_id:
+            # Everything up to the end-of-text token (pad id 0 is also "!", so padding is not counted).
+            return ids.argmax(dim=-1) + 1
+        positions = torch.arange(1, ids.shape[1] + 1, device=ids.device)
+        return ((ids != self.pad_id) * positions).amax(dim=1)
+
+    def trim(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().trim(ids) if self.trim_is_exact else ids
 
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.token_embedding(ids)
+        return _text_pieces(self.model)[0].token_embedding(ids)
 
     def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.shape[1] == self.context_length:
@@ -71,18 +107,22 @@ class OpenAICLIP(Backbone):
         return self.encode_text_embeddings(self.embed_tokens(ids), ids)
 
     def encode_text_embeddings(self, embeds: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        # open_clip's CLIP.encode_text after the embedding lookup, cut to length L (a causal mask
+        # open_clip's text encoding after the embedding lookup, cut to length L (a causal mask
         # means no token sees the ones after it, so dropping trailing padding changes nothing).
-        model = self.model
+        from open_clip.transformer import text_global_pool
+
+        text, pool, eos_id = _text_pieces(self.model)
         length = embeds.shape[1]
-        cast_dtype = model.transformer.get_cast_dtype()
-        x = embeds.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
-        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-        x = model.ln_final(x)
-        x = text_global_pool(x, ids, model.text_pool_type, eos_token_id=model.text_eos_id)
-        if isinstance(model.text_projection, torch.nn.Linear):
-            return model.text_projection(x)
-        return x @ model.text_projection
+        cast_dtype = text.transformer.get_cast_dtype()
+        x = embeds.to(cast_dtype) + text.positional_embedding[:length].to(cast_dtype)
+        mask = text.attn_mask[:length, :length] if text.attn_mask is not None else None
+        x = text.ln_final(text.transformer(x, attn_mask=mask))
+        x = text_global_pool(x, ids, pool, eos_token_id=eos_id)
+        if text.text_projection is None:
+            return x
+        if isinstance(text.text_projection, torch.nn.Linear):
+            return text.text_projection(x)
+        return x @ text.text_projection
 
     @property
     def logit_scale(self) -> torch.Tensor:
@@ -90,11 +130,13 @@ class OpenAICLIP(Backbone):
 
     @property
     def text_tower(self):
-        return self.model.transformer
+        return self.model.transformer if hasattr(self.model, "token_embedding") else self.model.text
 
 
-def build_clip(config: dict) -> open_clip.CLIP:
+def build_clip(config: dict):
     """The architecture from the config's model_cfg, randomly initialised (with the caller's RNG)."""
+    import open_clip
+
     return open_clip.CLIP(**config["model_cfg"]).eval()
 
 
@@ -111,51 +153,44 @@ def read_openai_state_dict(path: str, fmt: str) -> dict[str, torch.Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items() if key not in OPENAI_EXTRA_KEYS}
 
 
-def load_openai_weights(
-    model: open_clip.CLIP, state: dict, fp16_weights: bool, name: str, what: str
-) -> open_clip.CLIP:
-    if fp16_weights:
-        convert_weights_to_lp(model, torch.float16)  # the reference's fp16 model; loading rounds into it
-    load_state_or_explain(model, state, what, name)
-    return model.float().eval()
-
-
-def clip_family(name: str, cfg=None) -> OpenAICLIP:
+def clip_family(name: str, cfg=None) -> TextTransformerCLIP:
     """CLIP or PubMedCLIP: local/cached weights, or random weights at full size when not PRETRAINED."""
     config = load_family_config(name)
     if cfg is not None and not cfg.MODEL.BACKBONE.PRETRAINED:
         with seeded():
-            return OpenAICLIP(build_clip(config), name)
+            return TextTransformerCLIP(build_clip(config), name)
     spec = config["weights"]
     (path,) = require(locate_weights(cfg, name), name, spec["file"])
-    try:
-        state = read_openai_state_dict(path, spec["format"])
-    except (RuntimeError, OSError, ValueError, KeyError, AttributeError, pickle.UnpicklingError) as err:
-        raise missing_weights_error(name, f"{path} could not be read ({err.__class__.__name__}: {err})") from err
-    model = load_openai_weights(build_clip(config), state, config.get("fp16_weights", False), name, path)
-    return OpenAICLIP(model, name)
+    model = build_clip(config)
+    if config.get("fp16_weights", False):
+        from open_clip.model import convert_weights_to_lp
+
+        convert_weights_to_lp(model, torch.float16)  # the reference's fp16 model; loading rounds into it
+    load_weights(model, path, name, read=lambda p: read_openai_state_dict(p, spec["format"]),
+                 architecture=f"backbones/configs/{name}.json")
+    return TextTransformerCLIP(model.float().eval(), name)
 
 
 @BACKBONE_REGISTRY.register(name="CLIP")
-def clip_vit_b16(cfg=None) -> OpenAICLIP:
+def clip_vit_b16(cfg=None) -> TextTransformerCLIP:
     return clip_family("CLIP", cfg)
 
 
 @BACKBONE_REGISTRY.register(name="PubMedCLIP")
-def pubmedclip(cfg=None) -> OpenAICLIP:
+def pubmedclip(cfg=None) -> TextTransformerCLIP:
     return clip_family("PubMedCLIP", cfg)
 
 
-def tiny_clip_family(name: str) -> OpenAICLIP:
+def tiny_clip_family(name: str) -> TextTransformerCLIP:
     with seeded():
-        return OpenAICLIP(build_clip(load_family_config(name)), name)
+        return TextTransformerCLIP(build_clip(load_family_config(name)), name)
 
 
 @BACKBONE_REGISTRY.register(name="TinyCLIP")
-def tiny_clip(cfg=None) -> OpenAICLIP:
+def tiny_clip(cfg=None) -> TextTransformerCLIP:
     return tiny_clip_family("TinyCLIP")
 
 
 @BACKBONE_REGISTRY.register(name="TinyPubMedCLIP")
-def tiny_pubmedclip(cfg=None) -> OpenAICLIP:
+def tiny_pubmedclip(cfg=None) -> TextTransformerCLIP:
     return tiny_clip_family("TinyPubMedCLIP")

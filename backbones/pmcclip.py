@@ -27,16 +27,13 @@ import functools
 import json
 import math
 import os
-import pickle
 
 import torch
-from open_clip.modified_resnet import ModifiedResNet
 from torch import nn
-from transformers import AutoTokenizer, BertConfig, BertModel
 
-from backbones.base import Backbone, load_family_config, missing_weights_error
+from backbones.base import Backbone, load_family_config
 from backbones.twins import bert_folder, seeded, toy_vocab
-from backbones.weights import load_state_or_explain, locate_weights, require
+from backbones.weights import load_weights, locate_weights, read_weights, require, torch_load
 from engine.errors import UserError
 from engine.registry import BACKBONE_REGISTRY
 
@@ -45,6 +42,9 @@ class PMCCLIPModel(nn.Module):
     """The three pieces PMC-CLIP's checkpoint files hold."""
 
     def __init__(self, config: dict, text_config: dict):
+        from open_clip.modified_resnet import ModifiedResNet
+        from transformers import BertConfig, BertModel
+
         super().__init__()
         self.visual = ModifiedResNet(**config["vision_cfg"])
         if config.get("vision_init") == "kaiming":
@@ -65,6 +65,8 @@ class PMCCLIPModel(nn.Module):
 
 @functools.lru_cache(maxsize=4)
 def bert_tokenizer(folder: str):
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(folder)
 
 
@@ -112,9 +114,9 @@ class PMCCLIP(Backbone):
         return self.model.text
 
 
-def _load_strict(module: nn.Module, state: dict, what: str, name: str) -> None:
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.endswith("position_ids")}
-    load_state_or_explain(module, state, what, name)
+def _pmc_state(path: str) -> dict:
+    state = torch_load(path)
+    return {k.removeprefix("module."): v for k, v in state.items() if not k.endswith("position_ids")}
 
 
 def _local_pmcclip(folder: str, config: dict, name: str) -> PMCCLIP:
@@ -127,14 +129,10 @@ def _local_pmcclip(folder: str, config: dict, name: str) -> PMCCLIP:
     spec = config["weights"]
     image_path, text_path, proj_path = require(folder, name, spec["image"], spec["text"], spec["projection"])
     model = PMCCLIPModel(config, text_config)
-    try:
-        image_state = torch.load(image_path, map_location="cpu", weights_only=True)
-        text_state = torch.load(text_path, map_location="cpu", weights_only=True)
-        projection = torch.load(proj_path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, ValueError, pickle.UnpicklingError) as err:
-        raise missing_weights_error(name, f"a file in {folder} could not be read ({err})") from err
-    _load_strict(model.visual, image_state, spec["image"], name)
-    _load_strict(model.text, text_state, spec["text"], name)
+    architecture = "backbones/configs/PMCCLIP.json and text/config.json"
+    load_weights(model.visual, image_path, name, read=_pmc_state, architecture=architecture)
+    load_weights(model.text, text_path, name, read=_pmc_state, architecture=architecture)
+    projection = read_weights(proj_path, name)
     if tuple(projection.shape) != tuple(model.text_projection.shape):
         raise UserError(f"{name}: {spec['projection']} has shape {tuple(projection.shape)}, expected "
                         f"{tuple(model.text_projection.shape)}.")

@@ -17,24 +17,27 @@ import tempfile
 from contextlib import contextmanager
 
 import torch
-from timm.models import register_model
-from timm.models.vision_transformer import VisionTransformer
 
 TWIN_SEED = 0
+TINY_VIT = "vit_biomedcoop_tiny_patch32_224"
 
 
-def _tiny_vit(patch_size: int, **kwargs) -> VisionTransformer:
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    model = VisionTransformer(img_size=224, patch_size=patch_size, embed_dim=64, depth=2, num_heads=2, **kwargs)
-    model.default_cfg = model.pretrained_cfg = {}
-    return model
+@functools.lru_cache(maxsize=1)
+def register_tiny_vit() -> str:
+    """Register TINY_VIT with timm (a 2-layer, 64-wide ViT standing in for vit_base_patch16_224 in
+    twins; open_clip asks timm for it by name). timm loads here, not when this module is imported."""
+    from timm.models import register_model
+    from timm.models.vision_transformer import VisionTransformer
 
+    def vit_biomedcoop_tiny_patch32_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
+        for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
+            kwargs.pop(key, None)
+        model = VisionTransformer(img_size=224, patch_size=32, embed_dim=64, depth=2, num_heads=2, **kwargs)
+        model.default_cfg = model.pretrained_cfg = {}
+        return model
 
-@register_model
-def vit_biomedcoop_tiny_patch32_224(pretrained: bool = False, **kwargs) -> VisionTransformer:
-    """A 2-layer, 64-wide ViT standing in for vit_base_patch16_224 in tests (open_clip asks timm by name)."""
-    return _tiny_vit(32, **kwargs)
+    register_model(vit_biomedcoop_tiny_patch32_224)
+    return TINY_VIT
 
 
 # Whole words a tiny vocabulary knows; anything else splits into letters, which is fine for a twin.

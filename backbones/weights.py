@@ -26,6 +26,7 @@ import os
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -220,18 +221,81 @@ def locate_weights(cfg, model: str) -> str:
         raise missing_weights_error(model, str(err)) from err
 
 
-def load_state_or_explain(module, state: dict, what: str, name: str) -> None:
-    """Load every tensor of `state` into `module`, or stop with a message naming the file and the fix."""
+def torch_load(path: str):
+    """torch.load of a plain checkpoint onto the CPU (torch imported here: the download tool does not need it)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _where(path: str) -> str:
+    size = os.path.getsize(path) if os.path.isfile(path) else 0
+    return f"  folder: {os.path.dirname(os.path.abspath(path))}\n  file:   {os.path.basename(path)} ({size:,} bytes)"
+
+
+def _keys(label: str, keys: list[str]) -> str:
+    shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+    return f"\n  {label} ({len(keys)}): {shown}"
+
+
+def _download_fix(model: str) -> str:
+    return f"download it again with `python tools/download_weights.py {model} --dir WEIGHTS`"
+
+
+def read_weights(path: str, model: str, read: Callable[[str], dict] | None = None, fix: str = "") -> dict:
+    """The tensors stored in `path` (read with `read`, default torch.load), or a short UserError
+    saying the file is damaged: an unreadable weights file is almost always an interrupted download."""
     try:
-        result = module.load_state_dict(state, strict=False)
-        problem = (f"missing: {result.missing_keys[:5]}, unexpected: {result.unexpected_keys[:5]}"
-                   if result.missing_keys or result.unexpected_keys else "")
-    except RuntimeError as err:  # shape mismatches
-        lines = str(err).splitlines()
-        problem = lines[1].strip() if len(lines) > 1 else str(err)
-    if problem:
-        raise UserError(f"{name}: the weights in {what} do not fit the {name} architecture ({problem}). "
-                        f"Re-download them with tools/download_weights.py {name}.")
+        return (read or torch_load)(path)
+    except Exception as err:  # pickle, zip, safetensors-header and EOF errors all mean the same thing here
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(
+            f"{model}: the weights file cannot be read.\n{_where(path)}\n  error:  {err.__class__.__name__}: {first}\n"
+            f"Likely cause: the file is incomplete or damaged (a truncated or interrupted download).\n"
+            f"Fix: {fix or _download_fix(model)}."
+        ) from err
+
+
+def load_state_or_explain(module, state: dict, path: str, model: str, *, architecture: str = "",
+                          fix: str = "", load: Callable | None = None) -> None:
+    """Load every tensor of `state` into `module`, or stop with a few lines naming the folder, the file,
+    the first missing and unexpected keys and the likely cause.
+
+    `load(module, state)` does the loading (default: load_state_dict(strict=False)) and returns the
+    missing/unexpected keys; `architecture` names where the model's shape came from (a config file).
+    """
+    architecture = architecture or "the model's configuration"
+    try:
+        result = load(module, state) if load else module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # same names, other sizes
+        sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+        detail = "".join(f"\n  {line[:200]}" for line in sizes[:3]) or f"\n  {str(err)[:300]}"
+        cause = (f"the layer names match but their sizes do not: {architecture} describes another size "
+                 f"(width, depth, heads, patch) than the weights were saved from")
+    else:
+        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+        if not missing and not unexpected:
+            return
+        detail = _keys("missing", missing) if missing else ""
+        detail += _keys("unexpected", unexpected) if unexpected else ""
+        matched = len(state) - len(unexpected)
+        if matched <= 0:
+            cause = f"this file holds another kind of model (the wrong model for {model})"
+        elif unexpected:
+            cause = f"{architecture} describes a different architecture than the one these weights were saved from"
+        else:
+            cause = "the file holds only part of the model (the wrong file, or a partial save)"
+    fix = fix or f"use the weights that belong to this model, or {_download_fix(model)}"
+    raise UserError(f"{model}: the weights do not fit the model.\n{_where(path)}{detail}\n"
+                    f"Likely cause: {cause}.\nFix: {fix}.")
+
+
+def load_weights(module, path: str, model: str, *, read: Callable[[str], dict] | None = None,
+                 load: Callable | None = None, architecture: str = "", fix: str = "") -> None:
+    """The one way every family loads a weights file: read it (a damaged file is named), then load it
+    (a mismatch is explained); see read_weights and load_state_or_explain."""
+    state = read_weights(path, model, read, fix)
+    load_state_or_explain(module, state, path, model, architecture=architecture, fix=fix, load=load)
 
 
 def require(folder: str, model: str, *paths: str) -> list[str]:
