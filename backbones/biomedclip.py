@@ -19,7 +19,7 @@ from backbones.open_clip_family import (
     open_clip_tokenizer,
     wrap,
 )
-from backbones.twins import bert_folder, seeded, toy_vocab
+from backbones.twins import bert_folder, prompt_vocab, seeded, toy_vocab
 from engine.registry import BACKBONE_REGISTRY
 
 __all__ = ["HFTextCLIP", "biomedclip", "tiny_biomedclip"]
@@ -46,9 +46,9 @@ def biomedclip(cfg=None) -> Backbone:
     if folder:
         return _local_biomedclip(folder, config, pretrained)
     if not pretrained:
-        # Full-size architecture with random weights (for benchmarks); a toy vocabulary stands in
-        # for the real one, which only changes how words split into tokens.
-        text_dir = bert_folder("BiomedBERT-toyvocab", config["text_config"], toy_vocab())
+        # Full-size architecture with random weights (for benchmarks); a vocabulary of the prompt
+        # files' words stands in for the real one, so prompts have realistic token counts.
+        text_dir = bert_folder("BiomedBERT-promptvocab", config["text_config"], prompt_vocab())
         return build_hf_text_clip(config, text_dir, "BiomedCLIP")
     return open_clip_from_hub(config["hub_id"], "BiomedCLIP", source="BiomedCLIP")
 
