@@ -1,7 +1,8 @@
 """Learnable context vectors spliced into "<ctx> <classname>." prompts (CoOp's construction).
 
 Prompts are tokenized once and trimmed to the longest real prompt; the token embeddings are split
-into a prefix ([CLS]/SOT), the n_ctx context slots and a suffix (class tokens, '.', end, padding).
+into a prefix (the backbone's `start_tokens`: [CLS]/SOT, or nothing for SigLIP), the n_ctx context
+slots and a suffix (class tokens, '.', end, padding).
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ class PromptLearner(nn.Module):
     def __init__(self, backbone, classnames: list[str], n_ctx: int = 4, ctx_init: str = ""):
         super().__init__()
         names = [c.replace("_", " ") for c in classnames]
+        start = backbone.start_tokens
         with torch.no_grad():
             if ctx_init:
                 ctx_init = ctx_init.replace("_", " ")
                 init_ids = backbone.tokenize([ctx_init])
-                n_ctx = int(backbone.real_lengths(init_ids)[0]) - 2  # minus start and end tokens
+                n_ctx = int(backbone.real_lengths(init_ids)[0]) - start - 1  # minus start and end tokens
                 if n_ctx < 1:
                     raise UserError(f"CTX_INIT '{ctx_init}' produced no tokens.")
-                ctx = backbone.embed_tokens(init_ids.to(backbone.device))[0, 1 : 1 + n_ctx].clone()
+                ctx = backbone.embed_tokens(init_ids.to(backbone.device))[0, start : start + n_ctx].clone()
                 prefix_text = ctx_init
             else:
                 ctx = torch.empty(n_ctx, backbone.token_width, device=backbone.device).normal_(std=0.02)
@@ -34,8 +36,8 @@ class PromptLearner(nn.Module):
         self.backbone = [backbone]  # a list keeps the frozen backbone out of this module's state_dict
         self.n_ctx = n_ctx
         self.ctx = nn.Parameter(ctx.float())
-        self.register_buffer("token_prefix", embedding[:, :1].clone(), persistent=False)
-        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx :].clone(), persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :start].clone(), persistent=False)
+        self.register_buffer("token_suffix", embedding[:, start + n_ctx :].clone(), persistent=False)
         self.register_buffer("token_ids", ids, persistent=False)
 
     def forward(self, ctx: torch.Tensor | None = None) -> torch.Tensor:

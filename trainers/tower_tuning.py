@@ -95,6 +95,8 @@ def _module_weights(m: nn.Module, name: str) -> list[tuple]:
         pairs = [("q", ("query",)), ("k", ("key",)), ("v", ("value",))]
     elif _linear(m, "self", "query") and _linear(m, "output", "dense"):  # HF BERT attention output
         pairs = [("o", ("output", "dense"))]
+    elif all(_linear(m, a) for a in ("q_proj", "k_proj", "v_proj", "out_proj")):  # HF CLIP / SigLIP attention
+        pairs = [("q", ("q_proj",)), ("k", ("k_proj",)), ("v", ("v_proj",)), ("o", ("out_proj",))]
     elif all(_linear(m, a) for a in ("q_proj", "k_proj", "v_proj", "c_proj")):  # ResNet attention pool
         pairs = [("q", ("q_proj",)), ("k", ("k_proj",)), ("v", ("v_proj",)), ("o", ("c_proj",))]
     elif _linear(m, "fc1") and _linear(m, "fc2"):  # timm MLP
@@ -193,6 +195,7 @@ class TowerTuningTrainer(TrainerX):
     """Trains tensors inside both towers on pixels; subclasses implement `adapt`."""
 
     uses_frozen_image_features = False
+    engine_mixed_precision = False  # forward_context and its own scaler apply TRAINER.<KEY>.PREC
     cfg_key = ""
     model_name = "adapter"  # folder of the checkpoints: <output>/<model_name>/model.pth.tar-<epoch>
 
