@@ -4,10 +4,14 @@ Few-shot subsets are drawn exactly as Dassl draws them: items grouped by label i
 of first appearance, `random.sample(group, K)` from Python's global RNG, train first, then val with
 min(K, 4). They are cached as readable JSON with paths relative to the image folder, so a moved
 data root keeps working (the reference pickles absolute paths).
+
+DATASET.FEWSHOT_PROTOCOL imbalanced draws instead K x C training images in the split's own class
+proportions (at least one per class) and no val split: `imbalanced_counts`, `generate_imbalanced_fewshot`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import random
@@ -73,6 +77,38 @@ def generate_fewshot_dataset(items: Sequence[Datum], num_shots: int, repeat: boo
             out.extend(random.choices(group, k=num_shots))
         else:
             out.extend(group)
+    return out
+
+
+def imbalanced_counts(class_sizes: Sequence[int], total: int) -> list[int]:
+    """Images per class for an imbalanced support set of `total` images (K x C).
+
+    Class i's ideal share is total * size_i / sum(sizes); each class gets the floor of it, at least
+    one image and never more than it holds; the images still owed go one at a time to the class
+    furthest below its ideal (ties to the earlier class), and any excess the at-least-one rule made
+    is taken back from the class furthest above it. A split with fewer than `total` images is used whole.
+    """
+    grand = sum(class_sizes)
+    total = min(total, grand)
+    ideal = [total * size / grand for size in class_sizes]
+    counts = [min(size, max(1, math.floor(share))) for size, share in zip(class_sizes, ideal)]
+    while sum(counts) < total:
+        i = max((i for i, size in enumerate(class_sizes) if counts[i] < size), key=lambda i: ideal[i] - counts[i])
+        counts[i] += 1
+    while sum(counts) > total:
+        i = max((i for i, c in enumerate(counts) if c > 1), key=lambda i: counts[i] - ideal[i])
+        counts[i] -= 1
+    return counts
+
+
+def generate_imbalanced_fewshot(items: Sequence[Datum], num_shots: int) -> list[Datum]:
+    """K x C items, each class as often as it is in `items` (at least once), with Python's global
+    `random` (so the run's seed fixes the draw); classes in order of first appearance."""
+    groups = list(split_dataset_by_label(items).values())
+    counts = imbalanced_counts([len(g) for g in groups], num_shots * len(groups))
+    out: list[Datum] = []
+    for group, count in zip(groups, counts):
+        out.extend(random.sample(group, count))
     return out
 
 
@@ -181,18 +217,26 @@ def stale_fewshot_rows(path: str, train: Sequence[Datum], val: Sequence[Datum]) 
     return stale
 
 
-def fewshot_file(num_shots: int, seed: int) -> str:
-    return f"shot_{num_shots}-seed_{seed}.json"
+def fewshot_file(num_shots: int, seed: int, protocol: str = "balanced") -> str:
+    """The cache file of one draw; an imbalanced draw has its own name, never a balanced one's."""
+    prefix = "" if protocol == "balanced" else f"{protocol}_"
+    return f"{prefix}shot_{num_shots}-seed_{seed}.json"
 
 
 def load_or_make_fewshot(
-    train: list[Datum], val: list[Datum], num_shots: int, seed: int, cache_dir: str, image_dir: str
+    train: list[Datum], val: list[Datum], num_shots: int, seed: int, cache_dir: str, image_dir: str,
+    protocol: str = "balanced",
 ) -> tuple[list[Datum], list[Datum]]:
-    """Read split_fewshot/shot_K-seed_S.json, or draw the subset (Dassl's way) and save it."""
-    path = os.path.join(cache_dir, fewshot_file(num_shots, seed))
+    """Read split_fewshot/shot_K-seed_S.json, or draw the subset (Dassl's way) and save it.
+
+    protocol "imbalanced": K x C images in the training split's class proportions and an empty val
+    split, cached as imbalanced_shot_K-seed_S.json.
+    """
+    path = os.path.join(cache_dir, fewshot_file(num_shots, seed, protocol))
+    imbalanced = protocol == "imbalanced"
     small = [f"{g[0].classname or g[0].label} ({len(g)})" for g in split_dataset_by_label(train).values()
              if len(g) < num_shots]
-    if small:
+    if small and not imbalanced:
         get_logger().info(
             f"{len(small)} class(es) have fewer than {num_shots} training images and are used whole, as Dassl "
             f"does: {', '.join(small)}"
@@ -207,8 +251,13 @@ def load_or_make_fewshot(
             f"note: {path} names {len(stale)} image(s) no longer in the split or on disk (e.g. {stale[0]}); "
             "drawing this few-shot subset again"
         )
-    train = generate_fewshot_dataset(train, num_shots)
-    val = generate_fewshot_dataset(val, min(num_shots, 4))
+    if imbalanced:
+        train, val = generate_imbalanced_fewshot(train, num_shots), []
+        counts = ", ".join(f"{g[0].classname or g[0].label} {len(g)}" for g in split_dataset_by_label(train).values())
+        get_logger().info(f"Imbalanced few-shot draw ({len(train)} images, no val split): {counts}")
+    else:
+        train = generate_fewshot_dataset(train, num_shots)
+        val = generate_fewshot_dataset(val, min(num_shots, 4))
     get_logger().info(f"Saving preprocessed few-shot data to {path}")
     try:
         write_json({"train": data_to_rows(train), "val": data_to_rows(val)}, path)
@@ -299,9 +348,17 @@ class DataManager:
     def __init__(self, cfg, dataset: DatasetBase | None = None):
         self.cfg = cfg
         self.dataset = dataset or build_dataset(cfg)
-        self.tfm_train = build_transform(cfg, is_train=True)
-        self.tfm_test = build_transform(cfg, is_train=False)
         self._loaders: dict[str, DataLoader] = {}
+
+    # Transforms are built on first use: torchvision takes seconds to import, and a run that stops
+    # early (missing weights) should say so at once.
+    @functools.cached_property
+    def tfm_train(self):
+        return build_transform(self.cfg, is_train=True)
+
+    @functools.cached_property
+    def tfm_test(self):
+        return build_transform(self.cfg, is_train=False)
 
     def _loader(self, split: str) -> DataLoader:
         if split not in self._loaders:

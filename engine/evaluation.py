@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score
 
 
 def compute_accuracy(output: torch.Tensor, target: torch.Tensor, topk=(1,)) -> list[float]:
@@ -25,6 +24,8 @@ def classification_report(logits: torch.Tensor, labels: torch.Tensor, classnames
         mask = gt == label
         name = classnames[label] if label < len(classnames) else str(label)
         per_class[name] = float(100.0 * (pred[mask] == label).mean())
+    from sklearn.metrics import f1_score  # scikit-learn loads in about a second: only when a report is made
+
     return {
         "total": total,
         "correct": correct,

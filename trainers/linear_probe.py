@@ -20,12 +20,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
 from torch import nn
 from yacs.config import CfgNode as CN
 
@@ -33,6 +32,9 @@ from engine.config import register_method_cfg
 from engine.errors import UserError
 from engine.registry import TRAINER_REGISTRY
 from trainers.feature_methods import FeatureMethod
+
+if TYPE_CHECKING:  # scikit-learn loads in fit(), so registering this method costs nothing
+    from sklearn.linear_model import LogisticRegression
 
 
 @register_method_cfg("LINEARPROBE")
@@ -123,6 +125,9 @@ class LinearProbe(FeatureMethod):
         val, val_labels = self.val_features()
         xv, yv = val.cpu().numpy(), val_labels.cpu().numpy()
         fitted: dict[float, tuple[LogisticRegression, float]] = {}  # lbfgs is deterministic: fit each C once
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.linear_model import LogisticRegression
 
         def fit_c(c: float) -> tuple[LogisticRegression, float]:
             if c not in fitted:
