@@ -109,9 +109,9 @@ class HFDualEncoder(Backbone):
         return _features(self.model.get_image_features(pixel_values=images))
 
     def input_opts(self) -> str:
-        """The INPUT.* options that reproduce this model's own preprocessing."""
-        fmt = lambda v: "[" + ",".join(f"{x:g}" for x in v) + "]"  # noqa: E731
-        return (f"INPUT.SIZE ({self.image_size},{self.image_size}) INPUT.PIXEL_MEAN {fmt(self.mean)} "
+        """The INPUT.* options that reproduce this model's own preprocessing, quoted for a shell."""
+        fmt = lambda v: '"[' + ",".join(f"{x:g}" for x in v) + ']"'  # noqa: E731
+        return (f'INPUT.SIZE "({self.image_size},{self.image_size})" INPUT.PIXEL_MEAN {fmt(self.mean)} '
                 f"INPUT.PIXEL_STD {fmt(self.std)} INPUT.INTERPOLATION {self.interpolation}")
 
     # --- text ---
@@ -381,9 +381,27 @@ def note_preprocessing(backbone: HFDualEncoder, cfg, source: str) -> HFDualEncod
     if not same:
         from engine.utils import get_logger
 
-        get_logger().warning(f"note: {source} was trained with other preprocessing than INPUT.* set here; "
-                             f"to match its own processor add: {backbone.input_opts()}")
+        get_logger().warning(f"note: {source} expects other image preprocessing than the INPUT.* options "
+                             f"of this run; to match its own processor add: {backbone.input_opts()}")
     return backbone
+
+
+def write_folder(backbone: HFDualEncoder, folder: str) -> str:
+    """Save model, tokenizer and image-processor settings as save_pretrained does (e.g. a twin, to try
+    MODEL.BACKBONE.PATH offline); the folder then loads as HFCLIP / HFSigLIP."""
+    from transformers import CLIPImageProcessor, SiglipImageProcessor
+
+    backbone.model.save_pretrained(folder)
+    backbone.tokenizer.save_pretrained(folder)
+    size, resample = backbone.image_size, {v: k for k, v in PIL_RESAMPLE.items()}[backbone.interpolation]
+    common = {"image_mean": list(backbone.mean), "image_std": list(backbone.std), "resample": resample}
+    if backbone.kind == "clip":
+        processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
+                                       **common)
+    else:
+        processor = SiglipImageProcessor(size={"height": size, "width": size}, **common)
+    processor.save_pretrained(folder)
+    return folder
 
 
 @BACKBONE_REGISTRY.register(name="HFCLIP")
@@ -492,7 +510,8 @@ def tiny_config(kind: str):
 def tiny_twin(kind: str) -> HFDualEncoder:
     import transformers
 
-    config = tiny_config(kind)
+    with _quiet_loading():  # SiglipConfig warns about its own default token ids while it is built
+        config = tiny_config(kind)
     with seeded():
         if kind == "clip":
             return HFDualEncoder(transformers.CLIPModel(config), tiny_clip_tokenizer(), "TinyHFCLIP")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from test_trainers import make_trainer
 
 import train
-from backbones.hf_transformers import HFDualEncoder, read_preprocess, shrink_config, tiny_twin
+from backbones.hf_transformers import HFDualEncoder, read_preprocess, shrink_config, tiny_twin, write_folder
 from engine.config import get_cfg_default
 from engine.errors import UserError
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
@@ -149,7 +149,8 @@ def test_preprocessing_comes_from_the_family_and_the_processor_file(tmp_path):
     SiglipImageProcessor(image_mean=[0.4, 0.4, 0.4], image_std=[0.3, 0.3, 0.3], resample=2).save_pretrained(tmp_path)
     assert read_preprocess(str(tmp_path / "preprocessor_config.json")) == {
         "mean": (0.4, 0.4, 0.4), "std": (0.3, 0.3, 0.3), "interpolation": "bilinear"}
-    with pytest.raises(UserError, match=r"224x224 images, got 96x96.*INPUT.SIZE \(224,224\) INPUT.PIXEL_MEAN \[0.5"):
+    refused = r'224x224 images, got 96x96.*INPUT.SIZE "\(224,224\)" INPUT.PIXEL_MEAN "\[0.5,0.5,0.5\]"'
+    with pytest.raises(UserError, match=refused):
         twin("siglip").encode_image(pixels(1, 96))
 
 
@@ -178,15 +179,7 @@ def cfg_for(family: str, path: str = "", hub: str = ""):
 
 
 def save_folder(kind: str, folder) -> str:
-    from transformers import CLIPImageProcessor, SiglipImageProcessor
-
-    bb = twin(kind)
-    bb.model.save_pretrained(folder)
-    bb.tokenizer.save_pretrained(folder)
-    processor = CLIPImageProcessor() if kind == "clip" else SiglipImageProcessor(image_mean=[0.5] * 3,
-                                                                               image_std=[0.5] * 3)
-    processor.save_pretrained(folder)
-    return str(folder)
+    return write_folder(twin(kind), str(folder))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -339,7 +332,7 @@ def test_loading_logs_the_input_options_that_match_the_models_processor(tmp_path
     try:
         cfg = cfg_for("HFSigLIP", path=folder)  # INPUT.* defaults: OpenAI CLIP's mean and std
         BACKBONE_REGISTRY.get("HFSigLIP")(cfg)
-        assert len(seen) == 1 and "INPUT.PIXEL_MEAN [0.5,0.5,0.5] INPUT.PIXEL_STD [0.5,0.5,0.5]" in seen[0]
+        assert len(seen) == 1 and 'INPUT.PIXEL_MEAN "[0.5,0.5,0.5]" INPUT.PIXEL_STD "[0.5,0.5,0.5]"' in seen[0]
         cfg.INPUT.PIXEL_MEAN, cfg.INPUT.PIXEL_STD = [0.5] * 3, [0.5] * 3
         BACKBONE_REGISTRY.get("HFSigLIP")(cfg)
         assert len(seen) == 1  # matching options: nothing to say
