@@ -53,6 +53,7 @@ import torch
 from torch import nn
 
 from backbones.base import Backbone, hub_problem
+from backbones.open_clip_family import source_label
 from backbones.twins import _WORDS, seeded
 from engine.errors import UserError
 from engine.registry import BACKBONE_REGISTRY
@@ -412,6 +413,11 @@ def hf_clip(cfg=None) -> HFDualEncoder:
 @BACKBONE_REGISTRY.register(name="HFSigLIP")
 def hf_siglip(cfg=None) -> HFDualEncoder:
     return hf_family("HFSigLIP", cfg)
+
+
+# Results name a model of these families by its hub id or folder (HFSigLIP-google--medsiglip-448),
+# with the same rule as the OpenCLIP family, so two models never share a label.
+hf_clip.label = hf_siglip.label = source_label
 
 
 # ----- tiny twins -------------------------------------------------------------------------------------

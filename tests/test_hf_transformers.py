@@ -338,3 +338,20 @@ def test_loading_logs_the_input_options_that_match_the_models_processor(tmp_path
         assert len(seen) == 1  # matching options: nothing to say
     finally:
         get_logger().removeHandler(handler)
+
+
+def test_results_name_the_model_not_just_the_family(tmp_path):
+    from engine.trainer import backbone_label
+
+    assert backbone_label(cfg_for("HFSigLIP", hub="google/medsiglip-448")) == "HFSigLIP-google--medsiglip-448"
+    assert backbone_label(cfg_for("HFCLIP", path=str(tmp_path / "my-clip") + "/")) == "HFCLIP-my-clip"
+
+
+def test_readme_explains_this_familys_messages():
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        section = f.read().split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
+    with open(os.path.join(REPO, "backbones/hf_transformers.py"), encoding="utf-8") as f:
+        source = f.read()
+    for phrase in ["expects other image preprocessing than the INPUT.* options",
+                   "the weights do not fit the architecture config.json describes", "use MODEL.BACKBONE.NAME"]:
+        assert phrase in source and phrase in section, phrase
