@@ -136,6 +136,8 @@ def shrink_open_clip_config(config: dict, width: int = 64, layers: int = 2, head
     if "timm_model_name" in vision:
         vision["timm_model_name"] = TINY_VIT
         vision["timm_model_pretrained"] = False
+        if vision.get("timm_proj", "linear") in ("none", "", None):  # features are the trunk's own width
+            model_cfg["embed_dim"] = 64  # the tiny timm ViT's width
     elif isinstance(vision.get("layers"), (list, tuple)):  # ModifiedResNet: stem width, blocks per stage
         vision.update(layers=[1, 1, 1, 1], width=width // 4, head_width=width // heads)
     else:  # open_clip VisionTransformer
@@ -145,6 +147,8 @@ def shrink_open_clip_config(config: dict, width: int = 64, layers: int = 2, head
     text = model_cfg["text_cfg"]
     if "hf_model_name" not in text:
         text.update(width=width, heads=heads, layers=layers)
+        if text.get("proj_type") == "none":
+            model_cfg["embed_dim"] = width
     return config
 
 
@@ -191,9 +195,8 @@ def build_open_clip(model_cfg: dict, name: str, hf_text: str | None = None):
                         f"({err.__class__.__name__}: {err}).") from err
 
 
-def _open_clip_load(model, state: dict):
-    """The state-dict fixes open_clip.load_checkpoint applies (older and third-party layouts), then a
-    non-strict load whose missing/unexpected keys load_state_or_explain reports."""
+def _open_clip_layout(model, state: dict) -> dict:
+    """The state-dict fixes open_clip.load_checkpoint applies before loading (older and third-party layouts)."""
     from open_clip.convert import convert_state_dict
     from open_clip.model import convert_to_custom_text_state_dict
 
@@ -206,7 +209,7 @@ def _open_clip_load(model, state: dict):
             state[key] = state[key].reshape(target.shape)
     if "text.transformer.embeddings.position_ids" not in model.state_dict():  # newer transformers drop it
         state.pop("text.transformer.embeddings.position_ids", None)
-    return model.load_state_dict(state, strict=False)
+    return state
 
 
 def _read_open_clip_state(path: str) -> dict:
@@ -307,9 +310,10 @@ def open_clip_from_folder(folder: str, name: str, pretrained: bool = True, fallb
     with seeded():  # weights are loaded over it; without weights (PRETRAINED False) it is reproducible
         model = build_open_clip(model_cfg, name, hf_text)
     if pretrained:
-        load_weights(model, weights, name, read=_read_open_clip_state, load=_open_clip_load,
-                     architecture=architecture, fix=f"download it again with `python tools/download_weights.py "
-                     f"{source} --dir WEIGHTS`, or check that {architecture} belongs to these weights")
+        load_weights(model, weights, name, read=_read_open_clip_state, prepare=_open_clip_layout,
+                     architecture=architecture, fix=f"check that {os.path.basename(architecture)} and the weights "
+                     f"come from the same model, or download it again with `python tools/download_weights.py "
+                     f"{source} --dir WEIGHTS`")
     return wrap(model.eval(), tokenizer, name, config.get("preprocess_cfg"))
 
 
@@ -368,7 +372,7 @@ def _open_clip_builtin(hub: str, name: str, pretrained: bool) -> Backbone:
     with seeded():
         model = build_open_clip(model_cfg, name)
     if checkpoint:
-        load_weights(model, checkpoint, name, read=_read_open_clip_state, load=_open_clip_load,
+        load_weights(model, checkpoint, name, read=_read_open_clip_state, prepare=_open_clip_layout,
                      architecture=f"open_clip's built-in config {arch}")
     return wrap(model.eval(), tokenizer, name, pretrained_cfg)
 

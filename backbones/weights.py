@@ -55,7 +55,11 @@ log = logging.getLogger(__name__)
 
 
 class DownloadError(UserError):
-    """A file could not be fetched or did not verify."""
+    """A file could not be fetched or did not verify (`status`: the HTTP status, when there was one)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -175,7 +179,7 @@ def fetch(remote: RemoteFile, folder: str, progress: bool = True, timeout: float
                                 "the download is corrupt, run again.")
         os.replace(part, target)
     except urllib.error.HTTPError as err:
-        raise DownloadError(f"{remote.url}: HTTP {err.code} {err.reason}") from err
+        raise DownloadError(f"{remote.url}: HTTP {err.code} {err.reason}", status=err.code) from err
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise DownloadError(f"{remote.url}: {getattr(err, 'reason', err)}") from err
     finally:
@@ -185,16 +189,93 @@ def fetch(remote: RemoteFile, folder: str, progress: bool = True, timeout: float
     return target
 
 
+def _fetch_if_needed(remote: RemoteFile, folder: str, progress: bool, required: bool = True) -> bool:
+    """Fetch `remote` unless it is complete; False when an optional file is absent (HTTP 404)."""
+    if is_complete(folder, remote):
+        log.info("%s is complete, skipped", os.path.join(folder, remote.path))
+        return True
+    log.info("Downloading %s -> %s", remote.url, os.path.join(folder, remote.path))
+    try:
+        fetch(remote, folder, progress=progress)
+    except DownloadError as err:
+        if required or err.status != 404:
+            raise
+        return False
+    return True
+
+
 def download(model: str, root: str, overrides: dict[str, str] | None = None, progress: bool = True) -> str:
-    """Fetch every file `model` needs into <root>/<model>/, skipping complete ones; returns that folder."""
+    """Fetch every file `model` needs into <root>/<model>/, skipping complete ones; returns that folder.
+    `model` is a preset name (backbones/configs/<model>.json) or an open_clip hub id / ARCH:TAG."""
+    if ":" in model:
+        return download_open_clip(model, root, overrides, progress)
     folder = os.path.join(root, model)
     os.makedirs(folder, exist_ok=True)
     for remote in family_files(model, overrides):
-        if is_complete(folder, remote):
-            log.info("%s/%s is complete, skipped", model, remote.path)
-            continue
-        log.info("Downloading %s -> %s", remote.url, os.path.join(folder, remote.path))
-        fetch(remote, folder, progress=progress)
+        _fetch_if_needed(remote, folder, progress)
+    return folder
+
+
+# Files open_clip repositories and HF text models keep their tokenizer in (each optional).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model")
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _builtin_open_clip_config(source: str) -> tuple[dict, str, str]:
+    """(open_clip_config.json content, hub repo, weights file) for an open_clip built-in 'ARCH:TAG'."""
+    import open_clip
+
+    arch, _, tag = source.partition(":")
+    model_cfg = open_clip.get_model_config(arch)
+    pretrained = open_clip.get_pretrained_cfg(arch, tag) if model_cfg else {}
+    repo, filename = os.path.split(pretrained.get("hf_hub", "")) if pretrained else ("", "")
+    if not repo:
+        raise UserError(f"'{source}' is not an open_clip name:tag with weights on the hub "
+                        f"(see open_clip.list_pretrained()); use hf-hub:org/name for other models.")
+    if pretrained.get("quick_gelu"):
+        model_cfg["quick_gelu"] = True
+    preprocess = {k: pretrained[k] for k in ("mean", "std", "interpolation", "resize_mode") if pretrained.get(k)}
+    return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}, repo, filename
+
+
+def download_open_clip(source: str, root: str, overrides: dict[str, str] | None = None, progress: bool = True) -> str:
+    """Fetch an open_clip model into <root>/<safe_name(source)>/ so that MODEL.BACKBONE.PATH loads it offline:
+    open_clip_config.json, its weights file, its tokenizer files and, for an HF text tower, that
+    model's config.json (and tokenizer) in text/. `source`: 'hf-hub:org/name' or 'ARCH:TAG'."""
+    from backbones.base import safe_name
+
+    hf = endpoints(overrides)["hf"]
+    folder = os.path.join(root, safe_name(source))
+    os.makedirs(folder, exist_ok=True)
+
+    def remote(repo: str, name: str, path: str | None = None) -> RemoteFile:
+        return RemoteFile(f"{hf}/{repo}/resolve/main/{name}", path or name)
+
+    if source.startswith("hf-hub:"):
+        repo, weight_names = source.removeprefix("hf-hub:"), OPEN_CLIP_WEIGHTS
+        _fetch_if_needed(remote(repo, "open_clip_config.json"), folder, progress)
+        with open(os.path.join(folder, "open_clip_config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+    else:
+        config, repo, filename = _builtin_open_clip_config(source)
+        write_json(config, os.path.join(folder, "open_clip_config.json"))
+        weight_names = (filename,) if filename else OPEN_CLIP_WEIGHTS
+    # Stored under open_clip's own names, which the loader looks for (the suffix says how to read it).
+    local_name = {True: OPEN_CLIP_WEIGHTS[0], False: OPEN_CLIP_WEIGHTS[1]}
+    candidates = [remote(repo, name, local_name[name.endswith(".safetensors")]) for name in weight_names]
+    if not any(is_complete(folder, c) for c in candidates) and not any(
+            _fetch_if_needed(c, folder, progress, required=False) for c in candidates):
+        raise DownloadError(f"{hf}/{repo} has none of the weights files {', '.join(weight_names)}.")
+    for name in TOKENIZER_FILES:
+        _fetch_if_needed(remote(repo, name), folder, progress, required=False)
+    text_cfg = config.get("model_cfg", config).get("text_cfg", {})
+    if text_cfg.get("hf_model_name"):
+        _fetch_if_needed(remote(text_cfg["hf_model_name"], "config.json", "text/config.json"), folder, progress)
+    tokenizer_repo = text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")
+    if tokenizer_repo:
+        for name in TOKENIZER_FILES:
+            _fetch_if_needed(remote(tokenizer_repo, name, f"text/{name}"), folder, progress, required=False)
     return folder
 
 
@@ -234,7 +315,7 @@ def _where(path: str) -> str:
 
 
 def _keys(label: str, keys: list[str]) -> str:
-    shown = ", ".join(keys[:4]) + (", ..." if len(keys) > 4 else "")
+    shown = ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
     return f"\n  {label} ({len(keys)}): {shown}"
 
 
@@ -257,45 +338,46 @@ def read_weights(path: str, model: str, read: Callable[[str], dict] | None = Non
 
 
 def load_state_or_explain(module, state: dict, path: str, model: str, *, architecture: str = "",
-                          fix: str = "", load: Callable | None = None) -> None:
+                          fix: str = "", prepare: Callable | None = None) -> None:
     """Load every tensor of `state` into `module`, or stop with a few lines naming the folder, the file,
-    the first missing and unexpected keys and the likely cause.
+    the first missing, unexpected and resized keys, and the likely cause.
 
-    `load(module, state)` does the loading (default: load_state_dict(strict=False)) and returns the
-    missing/unexpected keys; `architecture` names where the model's shape came from (a config file).
+    `prepare(module, state) -> state` adapts a layout first (open_clip's older and third-party
+    formats); `architecture` names where the model's shape came from (a config file).
     """
     architecture = architecture or "the model's configuration"
-    try:
-        result = load(module, state) if load else module.load_state_dict(state, strict=False)
-    except RuntimeError as err:  # same names, other sizes
-        sizes = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
-        detail = "".join(f"\n  {line[:200]}" for line in sizes[:3]) or f"\n  {str(err)[:300]}"
+    if prepare:
+        state = prepare(module, state)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    resized = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+               for k, v in expected.items() if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if not (missing or unexpected or resized):
+        module.load_state_dict(state, strict=True)
+        return
+    detail = "".join(_keys(label, keys) for label, keys in
+                     (("missing", missing), ("unexpected", unexpected), ("size mismatch", resized)) if keys)
+    if len(state) - len(unexpected) <= 0:
+        cause = f"this file holds another kind of model (the wrong model for {model})"
+    elif resized and not (missing or unexpected):
         cause = (f"the layer names match but their sizes do not: {architecture} describes another size "
-                 f"(width, depth, heads, patch) than the weights were saved from")
+                 f"(width, heads, patch, embedding) than the weights were saved from")
+    elif unexpected or resized:
+        cause = f"{architecture} describes a different architecture than the one these weights were saved from"
     else:
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-        if not missing and not unexpected:
-            return
-        detail = _keys("missing", missing) if missing else ""
-        detail += _keys("unexpected", unexpected) if unexpected else ""
-        matched = len(state) - len(unexpected)
-        if matched <= 0:
-            cause = f"this file holds another kind of model (the wrong model for {model})"
-        elif unexpected:
-            cause = f"{architecture} describes a different architecture than the one these weights were saved from"
-        else:
-            cause = "the file holds only part of the model (the wrong file, or a partial save)"
+        cause = "the file holds only part of the model (the wrong file, or a partial save)"
     fix = fix or f"use the weights that belong to this model, or {_download_fix(model)}"
     raise UserError(f"{model}: the weights do not fit the model.\n{_where(path)}{detail}\n"
                     f"Likely cause: {cause}.\nFix: {fix}.")
 
 
 def load_weights(module, path: str, model: str, *, read: Callable[[str], dict] | None = None,
-                 load: Callable | None = None, architecture: str = "", fix: str = "") -> None:
+                 prepare: Callable | None = None, architecture: str = "", fix: str = "") -> None:
     """The one way every family loads a weights file: read it (a damaged file is named), then load it
     (a mismatch is explained); see read_weights and load_state_or_explain."""
     state = read_weights(path, model, read, fix)
-    load_state_or_explain(module, state, path, model, architecture=architecture, fix=fix, load=load)
+    load_state_or_explain(module, state, path, model, architecture=architecture, fix=fix, prepare=prepare)
 
 
 def require(folder: str, model: str, *paths: str) -> list[str]:

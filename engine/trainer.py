@@ -26,6 +26,7 @@ from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
 from engine.features import FeatureCache, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
+from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
 from engine.utils import get_logger, torch_save_atomic, write_json
 
@@ -49,8 +50,15 @@ def split_trainer_name(name: str) -> tuple[str, str | None]:
 
 
 def backbone_label(cfg) -> str:
-    """The model name as results report it; random weights are never labelled as the real model."""
+    """The model name as results report it; random weights are never labelled as the real model.
+
+    A generic family (one name, many models) gives its builder a `label(cfg)`, e.g. the hub id or
+    folder name, appended here so that two such models never share a label.
+    """
     name = cfg.MODEL.BACKBONE.NAME
+    label = getattr(BACKBONE_REGISTRY.get(name), "label", None) if name in BACKBONE_REGISTRY else None
+    which = label(cfg) if label else ""
+    name = f"{name}-{which}" if which else name
     return name if cfg.MODEL.BACKBONE.PRETRAINED else f"{name}-random"
 
 
@@ -93,6 +101,9 @@ class TrainerX:
 
     # Methods that tune the image tower (CLIP-LoRA, CLIP-SVD) set this False and receive pixels.
     uses_frozen_image_features = True
+    # Whether TrainerX applies TRAINER.<METHOD>.PREC (autocast + gradient scaler) around
+    # forward_backward; methods that manage their own precision set this False.
+    engine_mixed_precision = True
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -117,9 +128,33 @@ class TrainerX:
         self.feature_cache = FeatureCache(
             self.feature_cache_dir(),
             self.backbone, self.device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
-            workers=min(cfg.DATALOADER.NUM_WORKERS, os.cpu_count() or 1),
+            workers=cfg.DATALOADER.NUM_WORKERS, precision=cfg.FEATURES.PRECISION, store=cfg.FEATURES.STORE_DTYPE,
         )
+        self.setup_mixed_precision()
         self.build_model()
+
+    def setup_mixed_precision(self) -> None:
+        """Autocast for the training step from TRAINER.<METHOD>.PREC (methods whose config has one).
+
+        fp32 (the default) trains in fp32. amp/auto: on CUDA, bf16 autocast where supported, else fp16
+        autocast with a gradient scaler; on CPU it stays fp32 (said in the log). bf16 or fp16 given
+        explicitly autocast on any device, CPU included. Evaluation always runs in fp32.
+        """
+        self.train_amp_dtype = None
+        key = getattr(self, "cfg_key", "")
+        node = self.cfg.TRAINER.get(key) if key else None
+        if not self.engine_mixed_precision or node is None or "PREC" not in node:
+            self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=False)
+            return
+        where = f"TRAINER.{key}.PREC"
+        self.train_amp_dtype = autocast_dtype(node.PREC, self.device, where)
+        if self.train_amp_dtype is None and str(node.PREC).lower() in ("amp", "auto") and self.device.type != "cuda":
+            self.logger.info(f"{where} {node.PREC}: mixed precision is for CUDA; training in fp32 on "
+                             f"{self.device.type} (set {where} bf16 to autocast on the CPU)")
+        elif self.train_amp_dtype is not None:
+            self.logger.info(f"{where} {node.PREC}: training step under {precision_name(self.train_amp_dtype)} "
+                             f"autocast on {self.device.type}")
+        self.grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.train_amp_dtype == torch.float16)
 
     def feature_cache_dir(self) -> str:
         """FEATURES.CACHE_DIR, else <dataset dir>/feature_cache, else (read-only data) a per-user folder."""
@@ -240,12 +275,16 @@ class TrainerX:
 
     def model_backward(self, loss: torch.Tensor) -> None:
         self.detect_anomaly(loss)
-        loss.backward()
+        # Backward outside autocast (its ops follow the dtypes the forward chose); the scaler is a
+        # no-op except under fp16, whose small gradients would otherwise underflow.
+        with torch.autocast(self.device.type, enabled=False):
+            self.grad_scaler.scale(loss).backward()
 
     def model_update(self, names=None) -> None:
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
-                self._optims[name].step()
+                self.grad_scaler.step(self._optims[name])
+        self.grad_scaler.update()
 
     def model_backward_and_update(self, loss: torch.Tensor, names=None) -> None:
         self.model_zero_grad(names)
@@ -363,7 +402,8 @@ class TrainerX:
         totals: dict[str, float] = {}
         for batch_idx, batch in enumerate(self.train_loader_x):
             self.batch_idx = batch_idx
-            summary = self.forward_backward(batch)
+            with autocast(self.device, self.train_amp_dtype):
+                summary = self.forward_backward(batch)
             for k, v in summary.items():
                 if not math.isfinite(float(v)) and k.startswith("loss"):
                     raise self.non_finite_loss(float(v), k)  # for methods that step without detect_anomaly
@@ -421,6 +461,28 @@ class TrainerX:
             self.logger.info(line)
         return report
 
+    def validation_items(self) -> list:
+        """The images a method chooses its hyper-parameters on: the few-shot val split, or, under
+        DATASET.FEWSHOT_PROTOCOL imbalanced (which has none by design), the few-shot training images,
+        said once in the log and recorded in results.json as "validation"."""
+        items = self.dm.dataset.val
+        if items or self.cfg.DATASET.FEWSHOT_PROTOCOL == "balanced":
+            self.validation_source = "val"
+            return items
+        if getattr(self, "validation_source", None) != "train":
+            self.logger.info(
+                f"No val split under DATASET.FEWSHOT_PROTOCOL {self.cfg.DATASET.FEWSHOT_PROTOCOL}: "
+                f"{self.cfg.TRAINER.NAME} chooses its hyper-parameters on the few-shot training images instead"
+            )
+        self.validation_source = "train"
+        return self.dm.dataset.train_x
+
+    def result_fields(self) -> dict:
+        """Method-specific facts results.json records beside the accuracy; JSON-ready. Methods that
+        add their own extend this one's: which split chose the hyper-parameters, when any did."""
+        source = getattr(self, "validation_source", None)
+        return {"validation": source} if source else {}
+
     def effective_config(self) -> dict:
         """What results.json records and scripts compare before skipping a seed (see train.py)."""
         return {**flat_config(self.cfg), **self.run_options}
@@ -443,6 +505,9 @@ class TrainerX:
             "elapsed_s": None if elapsed_s is None else round(elapsed_s, 2),
             "classnames": self.classnames,
             "pretrained": bool(cfg.MODEL.BACKBONE.PRETRAINED),
+            "label": cfg.TRAINER.RUN_LABEL,
+            "fewshot_protocol": cfg.DATASET.FEWSHOT_PROTOCOL,
+            **self.result_fields(),
             **report,
             "config": self.effective_config(),
         }

@@ -2,11 +2,15 @@
 
     python tools/download_weights.py BiomedCLIP CLIP --dir WEIGHTS
     python tools/download_weights.py all --dir WEIGHTS
+    python tools/download_weights.py hf-hub:org/name ViT-B-16:openai --dir WEIGHTS   # any open_clip model
 
 Then copy WEIGHTS to the offline machine and `export BIOMEDCOOP_WEIGHTS_DIR=WEIGHTS` (or pass
-`MODEL.BACKBONE.PATH WEIGHTS` to train.py). Files already complete are skipped, so an interrupted
-run can simply be repeated. Sizes are checked, and SHA-256 where the source publishes it. The
-folder layout and the sources are listed in docs/offline.md and backbones/configs/<Model>.json.
+`MODEL.BACKBONE.PATH WEIGHTS` to train.py). An open_clip hub id or ARCH:TAG goes to
+WEIGHTS/<org--name>/ (open_clip_config.json, weights, tokenizer, an HF text tower's config in
+text/): run it with `_OpenCLIP` and `MODEL.BACKBONE.PATH WEIGHTS/<org--name>`. Files already
+complete are skipped, so an interrupted run can simply be repeated. Sizes are checked, and SHA-256
+where the source publishes it. The folder layout and the sources are listed in docs/offline.md and
+backbones/configs/<Model>.json.
 """
 
 from __future__ import annotations
@@ -27,8 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models = downloadable_models()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("models", nargs="+", metavar="MODEL", help=f"one or more of: {', '.join(models)}, or all")
-    parser.add_argument("--dir", required=True, help="folder to write <MODEL>/ folders into")
+    parser.add_argument("models", nargs="+", metavar="MODEL",
+                        help=f"one or more of: {', '.join(models)}, or all; or an open_clip model as "
+                             "hf-hub:org/name or ARCH:TAG (e.g. ViT-B-16:openai)")
+    parser.add_argument("--dir", required=True, help="folder to write <MODEL>/ (or <org--name>/) folders into")
     parser.add_argument("--hf-endpoint", default="", help=f"Hugging Face base URL (default ${HF_ENDPOINT_ENV}, "
                         "$HF_ENDPOINT or https://huggingface.co)")
     parser.add_argument("--openai-endpoint", default="", help=f"base URL of OpenAI's CLIP files (default "
@@ -37,9 +43,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if "all" in args.models:
         args.models = models
-    unknown = [m for m in args.models if m not in models]
+    unknown = [m for m in args.models if m not in models and ":" not in m]
     if unknown:
-        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(models)} or all")
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(models)}, all, "
+                     "or an open_clip hf-hub:org/name or ARCH:TAG")
     return args
 
 
@@ -52,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             folder = download(model, root, overrides, progress=not args.quiet)
             print(f"{model}: complete in {folder}")
+            if ":" in model:
+                print(f"  use it with --trainer <METHOD>_OpenCLIP ... MODEL.BACKBONE.PATH {folder}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
