@@ -29,7 +29,7 @@ def build_hf_text_clip(config: dict, text_dir: str, name: str) -> Backbone:
     """The preset's architecture with random weights, its BERT config and vocabulary in `text_dir`."""
     text_cfg = config["model_cfg"]["text_cfg"]
     model = build_open_clip(config["model_cfg"], name, text_dir)
-    return wrap(model, open_clip_tokenizer(text_cfg, text_dir, name), name)
+    return wrap(model, open_clip_tokenizer(text_cfg, text_dir, name), name, model_cfg=config["model_cfg"])
 
 
 def _local_biomedclip(folder: str, config: dict, pretrained: bool) -> Backbone:

@@ -263,8 +263,9 @@ def _start_tokens(tokenizer) -> int:
     return int(first in set(hf.all_special_ids) and first != hf.pad_token_id)
 
 
-def wrap(model, tokenizer, name: str, preprocess: dict | None = None) -> Backbone:
-    """The backbone for an open_clip model: by text-tower kind, with its preprocessing and image size."""
+def wrap(model, tokenizer, name: str, preprocess: dict | None = None, model_cfg: dict | None = None) -> Backbone:
+    """The backbone for an open_clip model: by text-tower kind, with its preprocessing and image size
+    (and the model_cfg it was built from, which write_folder saves)."""
     if hasattr(model, "text") and hasattr(model.text, "transformer") and hasattr(model.text.transformer, "config"):
         if tokenizer is None:
             raise UserError(f"{name}: an HF text tower needs an HF tokenizer (hf_tokenizer_name).")
@@ -279,7 +280,29 @@ def wrap(model, tokenizer, name: str, preprocess: dict | None = None) -> Backbon
             setattr(backbone, key, tuple(float(v) for v in preprocess[key]))
     if preprocess and preprocess.get("interpolation"):
         backbone.interpolation = preprocess["interpolation"]
+    backbone.open_clip_model_cfg = model_cfg
     return backbone
+
+
+def write_folder(backbone: Backbone, folder: str) -> str:
+    """Save an OpenCLIP-family backbone (a twin, say) the way open_clip writes a model, so that
+    MODEL.BACKBONE.PATH loads it offline: open_clip_config.json, open_clip_pytorch_model.bin, the
+    tokenizer files and, for an HF text tower, its config in text/."""
+    from engine.utils import write_json
+
+    if getattr(backbone, "open_clip_model_cfg", None) is None:
+        raise UserError(f"{backbone.name} was not built by the OpenCLIP family; write_folder cannot save it.")
+    os.makedirs(folder, exist_ok=True)
+    torch.save(backbone.model.state_dict(), os.path.join(folder, WEIGHT_FILES[2]))
+    tokenizer = getattr(backbone, "tokenizer", None) or getattr(backbone, "_tokenizer", None)
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(folder)
+    if isinstance(backbone, HFTextCLIP):
+        write_json(backbone.model.text.transformer.config.to_dict(), os.path.join(folder, "text", "config.json"))
+    preprocess = {"mean": list(backbone.mean), "std": list(backbone.std), "interpolation": backbone.interpolation}
+    write_json({"model_cfg": backbone.open_clip_model_cfg, "preprocess_cfg": preprocess},
+               os.path.join(folder, CONFIG_FILE))
+    return folder
 
 
 def open_clip_from_folder(folder: str, name: str, pretrained: bool = True, fallback: dict | None = None,
@@ -314,7 +337,7 @@ def open_clip_from_folder(folder: str, name: str, pretrained: bool = True, fallb
                      architecture=architecture, fix=f"check that {os.path.basename(architecture)} and the weights "
                      f"come from the same model, or download it again with `python tools/download_weights.py "
                      f"{source} --dir WEIGHTS`")
-    return wrap(model.eval(), tokenizer, name, config.get("preprocess_cfg"))
+    return wrap(model.eval(), tokenizer, name, config.get("preprocess_cfg"), model_cfg)
 
 
 def open_clip_from_hub(hub: str, name: str, pretrained: bool = True, source: str | None = None) -> Backbone:
@@ -374,7 +397,7 @@ def _open_clip_builtin(hub: str, name: str, pretrained: bool) -> Backbone:
     if checkpoint:
         load_weights(model, checkpoint, name, read=_read_open_clip_state, prepare=_open_clip_layout,
                      architecture=f"open_clip's built-in config {arch}")
-    return wrap(model.eval(), tokenizer, name, pretrained_cfg)
+    return wrap(model.eval(), tokenizer, name, pretrained_cfg, model_cfg)
 
 
 def local_folder(cfg, hub: str) -> str | None:
@@ -447,7 +470,7 @@ def tiny_open_clip(cfg=None) -> Backbone:
     tokenizer = open_clip_tokenizer(text_cfg, hf_text, "TinyOpenCLIP", "TinyOpenCLIP")
     with seeded():
         model = build_open_clip(config["model_cfg"], "TinyOpenCLIP", hf_text)
-    return wrap(model, tokenizer, "TinyOpenCLIP", config.get("preprocess_cfg"))
+    return wrap(model, tokenizer, "TinyOpenCLIP", config.get("preprocess_cfg"), config["model_cfg"])
 
 
 open_clip_model.label = source_label

@@ -26,6 +26,7 @@ from backbones.open_clip_family import (
     shrink_open_clip_config,
     tiny_hf_text_config,
     wrap,
+    write_folder,
 )
 from backbones.twins import TINY_VIT, toy_vocab
 from engine.config import get_cfg_default
@@ -222,13 +223,18 @@ def test_shrink_keeps_the_tower_kinds_and_options_and_leaves_its_input_alone():
     assert model_cfg.get("init_logit_bias") == before.get("init_logit_bias")
 
 
-def test_tiny_open_clip_twin_shrinks_the_named_architecture():
+def test_tiny_open_clip_twin_shrinks_the_named_architecture_and_round_trips_through_a_folder(tmp_path):
     twin = BACKBONE_REGISTRY.get("TinyOpenCLIP")()
     assert type(twin.model).__name__ == "CLIP" and twin.context_length == 77 and twin.token_width == 64
     cfg = cfg_for(hub_id="RN50")
     resnet = BACKBONE_REGISTRY.get("TinyOpenCLIP")(cfg)
     assert type(resnet.model.visual).__name__ == "ModifiedResNet"
     assert twin.cache_key() == BACKBONE_REGISTRY.get("TinyOpenCLIP")().cache_key()  # seeded: reproducible
+    write_folder(resnet, str(tmp_path / "rn50"))  # what the docs' offline trial does
+    loaded = BACKBONE_REGISTRY.get("OpenCLIP")(cfg_for(tmp_path / "rn50"))
+    images = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(images), resnet.encode_image(images))
 
 
 # ----- weights that do not fit: a few clear lines, exit 2, no traceback ---------------------------
