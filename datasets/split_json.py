@@ -90,13 +90,15 @@ class SplitJsonDataset(DatasetBase):
         train, val, test = self.read_split()
         num_shots = cfg.DATASET.NUM_SHOTS
         if num_shots >= 1:
+            protocol = cfg.DATASET.FEWSHOT_PROTOCOL
             fewshot_dir = cfg.DATASET.FEWSHOT_CACHE_DIR or self.split_fewshot_dir
             if not cfg.DATASET.FEWSHOT_CACHE_DIR and not os.path.isfile(
-                os.path.join(fewshot_dir, fewshot_file(num_shots, cfg.SEED))
+                os.path.join(fewshot_dir, fewshot_file(num_shots, cfg.SEED, protocol))
             ):
                 fewshot_dir = writable_cache_dir(fewshot_dir, self.dataset_dir, "split_fewshot",
                                                  "DATASET.FEWSHOT_CACHE_DIR")
-            train, val = load_or_make_fewshot(train, val, num_shots, cfg.SEED, fewshot_dir, self.image_dir)
+            train, val = load_or_make_fewshot(train, val, num_shots, cfg.SEED, fewshot_dir, self.image_dir,
+                                              protocol)
         else:
             get_logger().info(f"DATASET.NUM_SHOTS {num_shots}: training on all {len(train)} training images")
         train, val, test = subsample_classes(train, val, test, subsample=cfg.DATASET.SUBSAMPLE_CLASSES)

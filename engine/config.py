@@ -47,6 +47,10 @@ def get_cfg_default() -> CN:
     # Where few-shot subsets are cached; "" = <dataset dir>/split_fewshot, or a per-user cache
     # folder when the dataset folder is read-only.
     _C.DATASET.FEWSHOT_CACHE_DIR = ""
+    # How the few-shot support set is drawn: "balanced" = K images per class plus a min(K, 4)-per-class
+    # val split (Dassl's draw); "imbalanced" = K x C images in the training split's own class
+    # proportions (at least one per class) and no val split (docs/experiments.md).
+    _C.DATASET.FEWSHOT_PROTOCOL = "balanced"
 
     _C.DATALOADER = CN()
     _C.DATALOADER.NUM_WORKERS = 8
@@ -83,6 +87,12 @@ def get_cfg_default() -> CN:
     # Augmented views cached per training image; view e is what epoch e sees. 0 = one per epoch
     # (the reference's augmentation distribution); fewer views is a documented speed option.
     _C.FEATURES.TRAIN_VIEWS = 0
+    # Precision of the frozen image tower while features are extracted: auto (bf16 autocast on a
+    # GPU that supports it, else fp16 autocast; fp32 on CPU), fp32, bf16 or fp16. Part of the cache
+    # file names, so features of different precisions never mix.
+    _C.FEATURES.PRECISION = "auto"
+    # How cached features are stored: fp32, or fp16 (half the disk and memory; read back as fp32).
+    _C.FEATURES.STORE_DTYPE = "fp32"
 
     _C.OPTIM = CN()
     _C.OPTIM.NAME = "sgd"
@@ -122,6 +132,9 @@ def get_cfg_default() -> CN:
 
     _C.TRAINER = CN()
     _C.TRAINER.NAME = ""
+    # A name for this run's variant (an ablation row, a swept value), recorded in results.json as
+    # "label"; the result tables give each (method, label) its own row. Changes no number.
+    _C.TRAINER.RUN_LABEL = ""
     _extend_trainer_cfg(_C)
     return _C
 
@@ -221,6 +234,7 @@ def merge_from_list(cfg: CN, opts: list[str]) -> None:
 NON_RESULT_KEYS = frozenset({
     "OUTPUT_DIR", "RESUME", "VERBOSE", "DATALOADER.NUM_WORKERS", "FEATURES.CACHE_DIR",
     "DATASET.FEWSHOT_CACHE_DIR", "MODEL.BACKBONE.PATH", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
+    "TRAINER.RUN_LABEL",
 })
 
 
@@ -256,6 +270,9 @@ def config_differences(old: dict, new: dict, limit: int = 8) -> list[str]:
     return lines
 
 
+FEWSHOT_PROTOCOLS = ("balanced", "imbalanced")
+
+
 def check_config_values(cfg: CN) -> None:
     """Refuse values that would otherwise crash later or silently do something else, one key each."""
 
@@ -271,5 +288,8 @@ def check_config_values(cfg: CN) -> None:
     positive_int("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE)
     if cfg.TEST.SPLIT not in ("val", "test"):
         raise UserError(f"TEST.SPLIT must be val or test (the split that is evaluated); got {cfg.TEST.SPLIT!r}.")
+    if cfg.DATASET.FEWSHOT_PROTOCOL not in FEWSHOT_PROTOCOLS:
+        raise UserError(f"DATASET.FEWSHOT_PROTOCOL must be {' or '.join(FEWSHOT_PROTOCOLS)}; "
+                        f"got {cfg.DATASET.FEWSHOT_PROTOCOL!r}.")
     if cfg.DATASET.SUBSAMPLE_CLASSES.lower() not in ("all", "base", "new"):
         raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {cfg.DATASET.SUBSAMPLE_CLASSES!r}.")

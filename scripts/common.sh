@@ -3,7 +3,8 @@
 # output layout; an interrupted seed resumes. A seed whose results.json was made with exactly the
 # requested settings is skipped; one made with other settings stops the script with the keys that
 # differ (FORCE=1 redoes it, another OUTPUT_ROOT keeps both).
-# Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...", FORCE=1.
+# Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...", FORCE=1,
+# RUN_LABEL=NAME (a variant's name: TRAINER.RUN_LABEL, and its own folder <config tag>_NAME).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -45,6 +46,21 @@ weights_tag() {  # "-random" when EXTRA_OPTS sets MODEL.BACKBONE.PRETRAINED Fals
     echo "$tag"
 }
 
+run_tag() {  # the config-tag folder: "_imbalanced" under DATASET.FEWSHOT_PROTOCOL imbalanced, "_<RUN_LABEL>"
+    local prev="" word tag=""
+    for word in ${EXTRA_OPTS:-}; do
+        if [ "$prev" = DATASET.FEWSHOT_PROTOCOL ]; then
+            case "$word" in balanced) tag="" ;; *) tag="_$word" ;; esac
+        fi
+        prev=$word
+    done
+    echo "nctx4_cscFalse_ctpend${tag}${RUN_LABEL:+_$RUN_LABEL}"
+}
+
+label_opts() {  # TRAINER.RUN_LABEL <RUN_LABEL> when RUN_LABEL is set
+    if [ -n "${RUN_LABEL:-}" ]; then echo "TRAINER.RUN_LABEL $RUN_LABEL"; fi
+}
+
 per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, else DIR/default.yaml
     local cfg="$1/${2,,}.yaml"
     if [ ! -f "$cfg" ]; then
@@ -73,11 +89,12 @@ few_shot() {
     local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6
     local dcfg; dcfg=$(dataset_config "$dataset" "$data")
     local tag; tag=$(weights_tag)
+    local rtag; rtag=$(run_tag)
     for seed in $SEEDS; do
-        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
+        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}${tag}/$rtag/seed$seed"
         run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$dir" $(skip_flag) \
-            DATASET.NUM_SHOTS "$shots" ${EXTRA_OPTS:-}
+            DATASET.NUM_SHOTS "$shots" $(label_opts) ${EXTRA_OPTS:-}
     done
 }
 
@@ -87,15 +104,29 @@ base2new() {
     local method=$1 config=$2 data=$3 dataset=${4,,} model=$5 epoch=$6
     local dcfg; dcfg=$(dataset_config "$dataset" "$data")
     local tag; tag=$(weights_tag)
+    local rtag; rtag=$(run_tag)
     for seed in $SEEDS; do
-        local sub="$dataset/shots_16/${method}_${model}${tag}/nctx4_cscFalse_ctpend/seed$seed"
+        local sub="$dataset/shots_16/${method}_${model}${tag}/$rtag/seed$seed"
         local train_dir="$OUTPUT_ROOT/base2new/train_base/$sub" test_dir="$OUTPUT_ROOT/base2new/test_new/$sub"
         run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$train_dir" $(skip_flag) \
-            DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base ${EXTRA_OPTS:-}
+            DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES base $(label_opts) ${EXTRA_OPTS:-}
         run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$test_dir" $(skip_flag) \
             --model-dir "$train_dir" ${epoch:+--load-epoch "$epoch"} --eval-only \
-            DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new ${EXTRA_OPTS:-}
+            DATASET.NUM_SHOTS 16 DATASET.SUBSAMPLE_CLASSES new $(label_opts) ${EXTRA_OPTS:-}
     done
+}
+
+# run_variant LABEL "KEY VALUE ..." FUNCTION ARGS...: FUNCTION (few_shot, base2new) for one variant:
+# RUN_LABEL=LABEL (its own folder, results.json "label") and the variant's overrides after EXTRA_OPTS.
+run_variant() {
+    local label=$1 opts=$2; shift 2
+    RUN_LABEL="$label" EXTRA_OPTS="${EXTRA_OPTS:-} $opts" "$@"
+}
+
+# report TOOL ARGS...: runs tools/TOOL on the finished runs, unless PRINT_RUNS=1 only lists them.
+report() {
+    local tool=$1; shift
+    if [ "${PRINT_RUNS:-0}" != 1 ]; then "$PYTHON" "$REPO/tools/$tool" "$@"; fi
 }

@@ -13,6 +13,14 @@ dataset-averaged accuracy. Base-to-novel tables give both HM conventions found i
 the HM of the averaged base and novel accuracies, and the mean of the per-dataset HMs.
 --paper adds the paper's published averages and the difference (a Tiny twin is compared with its
 full model's numbers only to show the layout). --format csv writes one long table of raw numbers.
+
+A run with a variant label (TRAINER.RUN_LABEL, e.g. the rows of scripts/biomedcoop/ablation.sh) or
+the imbalanced few-shot protocol gets its own row, "BiomedCoOp [ce]".
+
+    python tools/make_tables.py output/tau_sweep --against TRAINER.BIOMEDCOOP.TAU --also prompts_kept_share
+
+--against KEY instead tabulates accuracy against the value of one config key (one row per value, per
+method, model, dataset and K), with the mean over seeds of each --also results.json field beside it.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from results_io import (
     paper_fewshot,
     scan,
     seed_cell,
+    sweep_points,
+    value_text,
     write_text_atomic,
 )
 
@@ -147,6 +157,26 @@ class Builder:
                 ["Method", "Paper name", "Model", "K", "Datasets", "Ours", "Paper", "Ours - paper"], paper_rows,
             ))
         return tables
+
+    # ----- one setting swept ----------------------------------------------------------------------
+    def against(self, key: str, also: tuple[str, ...]) -> list[Table]:
+        points = sweep_points(self.runs, key, also, self.seeds)
+        if not points:
+            return []
+        rows = []
+        for p in points:
+            self.note(p.cell)
+            rows.append([p.method, p.backbone, p.dataset, p.shots, value_text(key, p.value), cell_text(p.cell)]
+                        + [num(p.also[name]) for name in also])
+            self.csv_row(f"against {key}={value_text(key, p.value)}", p.method, p.backbone, p.dataset, p.shots,
+                         "accuracy", p.cell)
+        failed = [r for r in self.runs if not r.ok]
+        if failed:
+            self.missing.append(f"{len(failed)} run(s) without a usable results.json are not placed (their "
+                                f"{key} is unknown); e.g. {failed[0].path}")
+        return [Table(f"Accuracy (%) against {key}, mean ± std over seeds (n seeds)"
+                      + (f"; {', '.join(also)}: mean over seeds" if also else ""),
+                      ["Method", "Model", "Dataset", "K", key.rsplit(".", 1)[-1], "Accuracy"] + list(also), rows)]
 
     def paper_row(self, method: str, backbone: str, k: int, cell: Cell, paper: float) -> list:
         if paper_backbone(backbone)[1]:
@@ -261,12 +291,15 @@ def render_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def make_tables(root: str, fmt: str = "terminal", paper: bool = False, seeds: list[int] | None = None) -> str:
+def make_tables(root: str, fmt: str = "terminal", paper: bool = False, seeds: list[int] | None = None,
+                against: str | None = None, also: tuple[str, ...] = ()) -> str:
     """The whole report as text; raises FileNotFoundError when there is nothing to tabulate."""
     builder = Builder(root, seeds, paper)
-    tables = builder.few_shot() + builder.base2new()
+    tables = builder.against(against, tuple(also)) if against else builder.few_shot() + builder.base2new()
     if not tables:
-        raise FileNotFoundError(f"no results.json under {root}: run the scripts first (scripts/<method>/few_shot.sh)")
+        what = f" recording {against}" if against else ""
+        raise FileNotFoundError(f"no results.json{what} under {root}: run the scripts first "
+                                "(scripts/<method>/few_shot.sh)")
     if fmt == "csv":
         notes = builder.notes()
         if notes:
@@ -281,10 +314,16 @@ def main(argv=None) -> int:
     p.add_argument("--format", choices=sorted(FORMATS), default="terminal", help="table layout (default terminal)")
     p.add_argument("--paper", action="store_true", help="add the paper's published numbers and the difference")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds the grid should have (default: every seed found)")
+    p.add_argument("--against", metavar="KEY",
+                   help="tabulate accuracy against this config key's value, e.g. TRAINER.BIOMEDCOOP.TAU")
+    p.add_argument("--also", nargs="+", default=[], metavar="FIELD",
+                   help="with --against: results.json fields to average beside it, e.g. prompts_kept_share")
     p.add_argument("--out", help="write to this file instead of the terminal")
     args = p.parse_args(argv)
+    if args.also and not args.against:
+        p.error("--also needs --against KEY")
     try:
-        text = make_tables(args.output_dir, args.format, args.paper, args.seeds)
+        text = make_tables(args.output_dir, args.format, args.paper, args.seeds, args.against, tuple(args.also))
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

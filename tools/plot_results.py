@@ -9,6 +9,12 @@ failed run) is drawn as an "x", as make_tables marks it with "*". The base-to-no
 averaged base and novel accuracies and the HM of those averages per method, with std error bars.
 --paper adds the paper's published average curves (thin dotted lines) to the first panel.
 Runs on tiny random twins are labelled as such in the title.
+
+    python tools/plot_results.py output/tau_sweep --against TRAINER.BIOMEDCOOP.TAU --out tau.png
+
+--against KEY instead draws accuracy against the value of one config key (mean ± std over seeds), one
+line per method, model, dataset and K; the values sit evenly spaced in order, so "none" (no pruning)
+and numbers share one axis.
 """
 
 from __future__ import annotations
@@ -27,6 +33,9 @@ from results_io import (
     paper_backbone,
     scan,
     seed_cell,
+    sweep_points,
+    value_order,
+    value_text,
 )
 
 FORMATS = (".png", ".pdf", ".svg")
@@ -55,7 +64,7 @@ def _draw_few_shot(ax, grid, dataset: str | None, colors: dict, paper: bool) -> 
         series = _series(by_k, grid.datasets, grid.seeds, dataset)
         if not series:
             continue
-        if method in ZERO_SHOT_METHODS:
+        if method.partition(" [")[0] in ZERO_SHOT_METHODS:
             value = series[0][1].mean
             ax.axhline(value, color=color, linestyle="--", linewidth=1.4, label=label)
             continue
@@ -170,6 +179,63 @@ def plot_results(root: str, out: str, paper: bool = False, title: str | None = N
     if twins:
         heading += f"\n{', '.join(twins)}: tiny random twins on synthetic data; shows the pipeline, not the method"
     fig.suptitle(heading, fontsize=12)
+    _save(fig, out, ext)
+    return out
+
+
+def plot_against(root: str, key: str, out: str, title: str | None = None) -> str:
+    """Accuracy against config `key` to `out`; raises FileNotFoundError when no run records it."""
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in FORMATS:
+        raise ValueError(f"--out must end in one of {', '.join(FORMATS)} (got '{out}')")
+    points = sweep_points(scan(root), key)
+    if not points:
+        raise FileNotFoundError(f"no results.json recording {key} under {root}: run the scripts first")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = []
+    for p in points:
+        if p.value not in values:
+            values.append(p.value)
+    values.sort(key=value_order)
+    series: dict = {}
+    for p in points:
+        series.setdefault((p.method, p.backbone, p.dataset, p.shots), []).append(p)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
+    for (method, backbone, dataset, shots), pts in series.items():
+        pts = [p for p in pts if p.cell.mean is not None]
+        xs = [values.index(p.value) for p in pts]
+        means = [p.cell.mean for p in pts]
+        stds = [p.cell.std or 0.0 for p in pts]
+        line, = ax.plot(xs, means, marker="o", markersize=4, linewidth=1.8,
+                        label=f"{method} ({backbone}), {dataset}, K={shots}")
+        ax.fill_between(xs, [m - d for m, d in zip(means, stds)], [m + d for m, d in zip(means, stds)],
+                        color=line.get_color(), alpha=0.18, linewidth=0)
+        gaps = [(x, p.cell.mean) for x, p in zip(xs, pts) if not p.cell.complete]
+        if gaps:
+            ax.plot(*zip(*gaps), linestyle="none", marker="x", markersize=9, color="black")
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels([value_text(key, v) for v in values])
+    ax.set_xlabel(key)
+    ax.set_ylabel("accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    heading = title or f"Accuracy against {key.rsplit('.', 1)[-1]} (mean ± std over seeds)"
+    twins = sorted({p.backbone for p in points if paper_backbone(p.backbone)[1]})
+    if twins:
+        heading += f"\n{', '.join(twins)}: tiny random twins on synthetic data; shows the pipeline, not the method"
+    ax.set_title(heading, fontsize=10)
+    _save(fig, out, ext)
+    return out
+
+
+def _save(fig, out: str, ext: str) -> None:
+    import matplotlib.pyplot as plt
+
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp{ext}")
@@ -180,7 +246,6 @@ def plot_results(root: str, out: str, paper: bool = False, title: str | None = N
         plt.close(fig)
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return out
 
 
 def main(argv=None) -> int:
@@ -190,9 +255,14 @@ def main(argv=None) -> int:
     p.add_argument("--paper", action="store_true", help="add the paper's published average curves")
     p.add_argument("--title", help="figure title")
     p.add_argument("--max-datasets", type=int, help="draw at most this many per-dataset panels")
+    p.add_argument("--against", metavar="KEY",
+                   help="draw accuracy against this config key's value instead, e.g. TRAINER.BIOMEDCOOP.TAU")
     args = p.parse_args(argv)
     try:
-        path = plot_results(args.output_dir, args.out, args.paper, args.title, args.max_datasets)
+        if args.against:
+            path = plot_against(args.output_dir, args.against, args.out, args.title)
+        else:
+            path = plot_results(args.output_dir, args.out, args.paper, args.title, args.max_datasets)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

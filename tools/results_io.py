@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
 SHOTS_DIR = re.compile(r"^shots_(-?\d+)$")
+CONFIG_TAG = "nctx4_cscFalse_ctpend"
 
 # Display order of the methods: the paper's table order, then anything else alphabetically.
 METHOD_ORDER = [
@@ -114,10 +115,16 @@ class Run:
     failure: str | None = None
     collapsed: bool = False
     record: dict = field(default_factory=dict, repr=False)
+    label: str = ""  # the run's variant: "imbalanced" protocol and/or TRAINER.RUN_LABEL, "_"-joined
 
     @property
     def ok(self) -> bool:
         return self.failure is None and self.accuracy is not None
+
+    @property
+    def row_name(self) -> str:
+        """What a table row is keyed on: the method, with its variant when it has one ("BiomedCoOp [ce]")."""
+        return f"{self.method} [{self.label}]" if self.label else self.method
 
 
 def harmonic_mean(base: float, novel: float) -> float:
@@ -152,6 +159,12 @@ def is_collapsed(record: dict) -> bool:
     return False
 
 
+def run_label(record: dict) -> str:
+    """A finished run's variant: its few-shot protocol unless balanced, then its TRAINER.RUN_LABEL."""
+    protocol = str(record.get("fewshot_protocol") or "balanced")
+    return "_".join(p for p in (protocol if protocol != "balanced" else "", str(record.get("label") or "")) if p)
+
+
 def task_of(subsample: str) -> str:
     return {"base": "base", "new": "new"}.get(str(subsample).lower(), "few_shot")
 
@@ -170,6 +183,8 @@ def _from_path(path: str) -> dict:
         info["method"], info["backbone"] = (method or trainer), (backbone or "?")
         if random_weights:
             info["backbone"] += "-random"
+        # <config tag>_<protocol>_<label> (scripts/common.sh run_tag): the same variant a finished run records
+        info["label"] = parts[-2][len(CONFIG_TAG) + 1:] if parts[-2].startswith(CONFIG_TAG + "_") else ""
     if "train_base" in parts:
         info["task"] = "base"
     elif "test_new" in parts:
@@ -199,6 +214,7 @@ def _run_from_record(path: str, record: dict) -> Run:
         failure=failure,
         collapsed=is_collapsed(record) if failure is None else False,
         record=record,
+        label=run_label(record) if ("label" in record or "fewshot_protocol" in record) else hint.get("label", ""),
     )
 
 
@@ -239,12 +255,27 @@ def _failed_run(path: str, why: str) -> Run:
     return Run(
         path=path, method=hint.get("method", "?"), backbone=hint.get("backbone", "?"),
         dataset=hint.get("dataset", "?"), shots=hint.get("shots", -1), seed=hint["seed"],
-        task=hint.get("task", "few_shot"), failure=why,
+        task=hint.get("task", "few_shot"), failure=why, label=hint.get("label", ""),
     )
 
 
-def method_sort_key(method: str) -> tuple[int, str]:
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+# Variants in the order the ablation builds them up; other labels sort naturally (tau_0.5 < tau_1.25 < tau_none).
+LABEL_ORDER = ["ce", "sccm", "kdsp_all", "kdsp_selected", "full"]
+
+
+def natural_key(text: str) -> tuple:
+    """'tau_1.25' -> ('tau_', 1.25): numbers compare as numbers, and come before words ('tau_none')."""
+    parts = re.findall(r"\d+(?:\.\d+)?|\D+", text)
+    return tuple((0, float(p), "") if p[0].isdigit() else (1, 0.0, p) for p in parts)
+
+
+def method_sort_key(name: str) -> tuple:
+    """Sort key of a row name, "Method" or "Method [label]": the paper's method order, then the variant."""
+    method, _, label = name.partition(" [")
+    label = label.rstrip("]")
+    rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    variant = (LABEL_ORDER.index(label), ()) if label in LABEL_ORDER else (len(LABEL_ORDER), natural_key(label))
+    return (rank, method, bool(label), variant)
 
 
 # ----- aggregation --------------------------------------------------------------------------------
@@ -327,7 +358,7 @@ def few_shot_grid(runs: list[Run], seeds: list[int] | None = None) -> FewShotGri
     groups: dict = {}
     for r in chosen:
         k = 0 if r.method in ZERO_SHOT_METHODS else max(r.shots, 0)  # zero-shot does not depend on K
-        groups.setdefault((r.method, r.backbone), {}).setdefault(k, {}).setdefault(r.dataset, []).append(r)
+        groups.setdefault((r.row_name, r.backbone), {}).setdefault(k, {}).setdefault(r.dataset, []).append(r)
     return FewShotGrid(
         groups=dict(sorted(groups.items(), key=lambda kv: (method_sort_key(kv[0][0]), kv[0][1]))),
         datasets=sorted({r.dataset for r in chosen}),
@@ -354,7 +385,7 @@ def base2new_rows(runs: list[Run], seeds: list[int] | None = None) -> tuple[list
     seeds = seeds or sorted({r.seed for r in chosen})
     groups: dict = {}
     for r in chosen:
-        groups.setdefault((r.method, r.backbone), {}).setdefault(r.dataset, {"base": [], "new": []})[r.task].append(r)
+        groups.setdefault((r.row_name, r.backbone), {}).setdefault(r.dataset, {"base": [], "new": []})[r.task].append(r)
     per_dataset, averages = [], []
     datasets_all = sorted({r.dataset for r in chosen})
     for (method, backbone), by_ds in sorted(groups.items(), key=lambda kv: (method_sort_key(kv[0][0]), kv[0][1])):
@@ -380,6 +411,84 @@ def base2new_rows(runs: list[Run], seeds: list[int] | None = None) -> tuple[list
             datasets=len(both),
         ))
     return per_dataset, averages
+
+
+# ----- one setting swept (tau, number of descriptions) ----------------------------------------------
+
+# TAU values from this one up keep every description (scripts/biomedcoop/tau_sweep.sh runs "none" as 1000):
+# tables and plots call them "none".
+NO_PRUNING_TAU = 1000.0
+
+
+@dataclass
+class SweepPoint:
+    """Seeds of one (method, model, dataset, K) at one value of the swept config key."""
+
+    method: str
+    backbone: str
+    dataset: str
+    shots: int
+    value: object
+    cell: Cell
+    also: dict[str, float | None] = field(default_factory=dict)  # mean over seeds of other results.json fields
+
+
+def value_text(key: str, value) -> str:
+    if key.endswith(".TAU") and isinstance(value, (int, float)) and value >= NO_PRUNING_TAU:
+        return "none"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def sweep_points(runs: list[Run], key: str, also: tuple[str, ...] = (), seeds: list[int] | None = None
+                 ) -> list[SweepPoint]:
+    """Finished few-shot runs that record config `key`, grouped by its value (sorted numerically;
+    "none" TAU last) within each (method and protocol, model, dataset, K); seeds as the tables count them."""
+    chosen = [r for r in runs if r.ok and r.task == "few_shot" and key in (r.record.get("config") or {})]
+    seeds = seeds or sorted({r.seed for r in chosen})
+    groups: dict = {}
+    for r in chosen:
+        protocol = str(r.record.get("fewshot_protocol") or "balanced")
+        method = r.method if protocol == "balanced" else f"{r.method} [{protocol}]"
+        value = r.record["config"][key]
+        groups.setdefault((method, r.backbone, r.dataset, r.shots), {}).setdefault(_hashable(value), []).append(r)
+    points = []
+    for (method, backbone, dataset, shots), by_value in sorted(
+        groups.items(), key=lambda kv: (method_sort_key(kv[0][0]), kv[0][1], kv[0][2], kv[0][3])
+    ):
+        for value in sorted(by_value, key=value_order):
+            group = by_value[value]
+            extras = {}
+            for name in also:
+                numbers = [r.record[name] for r in group if isinstance(r.record.get(name), (int, float))]
+                extras[name] = mean(numbers) if numbers else None
+            label = f"{method}_{backbone} {dataset} K={shots} {key}={value_text(key, value)}"
+            points.append(SweepPoint(method, backbone, dataset, shots, value, seed_cell(group, seeds, label), extras))
+    return points
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def value_order(value) -> tuple:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return (0, float(value), "") if numeric else (1, 0.0, str(value))
+
+
+# ----- cross-dataset transfer -----------------------------------------------------------------------
+
+
+def transfer_source(run: Run) -> str | None:
+    """The dataset a run's weights were trained on: its own for a trained run; for an eval-only run the
+    dataset in the results.json of the folder it loaded (None when that folder has no readable one)."""
+    if not run.record.get("eval_only"):
+        return run.dataset
+    folder, _ = evaluated_model(run.path, run.record)
+    try:
+        with open(os.path.join(folder, "results.json"), encoding="utf-8") as f:
+            return str(json.load(f).get("dataset") or "") or None
+    except (OSError, ValueError):
+        return None
 
 
 def write_text_atomic(path: str, text: str) -> None:

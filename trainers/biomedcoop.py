@@ -99,6 +99,7 @@ class BiomedCoOp(PromptTrainer):
         ensemble = load_ensemble(self.cfg.DATASET.NAME, self.classnames, mcfg.N_PROMPTS)
         self.prompt_bank = encode_prompt_bank(self.backbone, ensemble, self.feature_cache.dir)
         self.ensemble_mean = F.normalize(self.prompt_bank.mean(dim=1), dim=-1)
+        self.kept_total, self.kept_steps = 0.0, 0  # share of the prompts the outlier test kept, summed over steps
 
     def set_model_mode(self, mode: str = "train", names=None) -> None:
         super().set_model_mode(mode, names)
@@ -111,8 +112,18 @@ class BiomedCoOp(PromptTrainer):
             prompt_scores(image, self.prompt_bank, scale), self.method_cfg.TAU,
             absolute=self.method_cfg.SELECTION == "abs_zscore",
         )
+        self.kept_total += keep.float().mean().item()
+        self.kept_steps += 1
         teacher_text = F.normalize(self.prompt_bank[:, keep].mean(dim=1), dim=-1)
         return scale * image @ teacher_text.t()
+
+    def result_fields(self) -> dict:
+        """The ensemble size, and the share of it the outlier test kept, averaged over this run's
+        training steps (steps before a resume are not counted; an eval-only run has none)."""
+        fields = {**super().result_fields(), "n_prompts": int(self.prompt_bank.shape[1])}
+        if self.kept_steps:
+            fields["prompts_kept_share"] = round(self.kept_total / self.kept_steps, 4)
+        return fields
 
     def forward_backward(self, batch: dict) -> dict:
         mcfg = self.method_cfg

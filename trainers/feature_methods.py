@@ -2,8 +2,9 @@
 
 CLIP-Adapter, Tip-Adapter(-F), the linear probe and LP++ never touch pixels once the features
 exist: each `fit()`s on the cached train views (and, where it searches hyper-parameters, on the
-few-shot val split), then ends like every trainer here: a checkpoint of what was learned, the
-test-split evaluation, the reference's log lines and results.json (`TrainerX.after_train`).
+few-shot val split, or on the training images under a protocol without one), then ends like every
+trainer here: a checkpoint of what was learned, the test-split evaluation, the reference's log
+lines and results.json (`TrainerX.after_train`).
 
 They share the reference's few-shot pipeline for these baselines: a single-template text
 classifier ("a photo of a {}."), L2-normalised image features, and training views drawn with a
@@ -71,8 +72,9 @@ class FeatureMethod(TrainerX):
         return F.normalize(feats, dim=-1).to(self.device), stack_labels(items).to(self.device)
 
     def val_features(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(M, D) unit features of the few-shot val split (min(K, 4) per class) under the test transform."""
-        items = self.dm.dataset.val
+        """(M, D) unit features of the few-shot val split (min(K, 4) per class) under the test transform;
+        without one (DATASET.FEWSHOT_PROTOCOL imbalanced) the training images (`validation_items`)."""
+        items = self.validation_items()
         if not items:
             raise UserError(
                 f"{self.cfg.TRAINER.NAME} chooses its hyper-parameters on the val split, but the val split of "
