@@ -52,7 +52,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from backbones.base import Backbone, hub_problem
+from backbones.base import WEIGHTS_ENV, Backbone, hub_problem, safe_name
 from backbones.open_clip_family import source_label
 from backbones.twins import _WORDS, seeded
 from engine.errors import UserError
@@ -232,12 +232,13 @@ def _check_kind(model_type: str, family: str, source: str) -> None:
 def hf_weights_error(family: str, source: str, detail: str) -> UserError:
     """The standard missing-weights message for a hub id or a folder of the transformers families."""
     hub_id = source if source.count("/") == 1 and not os.path.exists(source) else "ORG/NAME"
-    local = f"WEIGHTS/{hub_id.split('/')[-1]}"
+    local = f"WEIGHTS/{safe_name(hub_id)}"
     return UserError(
         f"{family} weights for {source} are not available on this machine: {detail}.\n"
         f"Fix: on a machine with internet run\n"
         f"    hf download {hub_id} --local-dir {local}\n"
-        f"copy that folder here and add `MODEL.BACKBONE.PATH {local}` to the train.py command. "
+        f"copy WEIGHTS here, then add `MODEL.BACKBONE.PATH {local}` to the train.py command (or export "
+        f"{WEIGHTS_ENV}=WEIGHTS and keep MODEL.BACKBONE.HUB). "
         f"To try the pipeline without weights, use the offline twin Tiny{family}."
     )
 
@@ -353,15 +354,29 @@ def load_hub(hub_id: str, family: str, pretrained: bool = True) -> HFDualEncoder
     return _build(hub_id, family, pretrained, preprocess, folder, None)
 
 
+def local_folder(cfg, hub: str) -> str | None:
+    """MODEL.BACKBONE.PATH itself or PATH/<org--name of HUB>, else $BIOMEDCOOP_WEIGHTS_DIR/<org--name>:
+    the first that holds a config.json (the layout the other families' WEIGHTS folders use)."""
+    path = cfg.MODEL.BACKBONE.PATH if cfg is not None else ""
+    sub = safe_name(hub) if hub else ""
+    candidates = [os.path.join(path, sub), path] if path and sub else [path] if path else []
+    if sub and os.environ.get(WEIGHTS_ENV):
+        candidates.append(os.path.join(os.environ[WEIGHTS_ENV], sub))
+    for folder in candidates:
+        if os.path.isfile(os.path.join(folder, "config.json")):
+            return os.path.abspath(folder)
+    if path and not os.path.isdir(path):
+        raise UserError(f"MODEL.BACKBONE.PATH '{path}' is not a folder; point it at the folder "
+                        "save_pretrained or `hf download ORG/NAME --local-dir FOLDER` wrote.")
+    return os.path.abspath(path) if path else None  # load_folder says what is missing
+
+
 def hf_family(family: str, cfg=None) -> HFDualEncoder:
-    bb = cfg.MODEL.BACKBONE if cfg is not None else None
-    path, hub = (bb.PATH, bb.HUB) if bb is not None else ("", "")
-    pretrained = bb is None or bb.PRETRAINED
-    if path:
-        if not os.path.isdir(path):
-            raise UserError(f"MODEL.BACKBONE.PATH '{path}' is not a folder; point it at the folder "
-                            "save_pretrained or `hf download ORG/NAME --local-dir FOLDER` wrote.")
-        return note_preprocessing(load_folder(os.path.abspath(path), family, pretrained), cfg, path)
+    hub = cfg.MODEL.BACKBONE.HUB if cfg is not None else ""
+    pretrained = cfg is None or cfg.MODEL.BACKBONE.PRETRAINED
+    folder = local_folder(cfg, hub)
+    if folder:
+        return note_preprocessing(load_folder(folder, family, pretrained), cfg, hub or folder)
     if hub:
         return note_preprocessing(load_hub(hub, family, pretrained), cfg, hub)
     example = "openai/clip-vit-base-patch16" if family == "HFCLIP" else "google/medsiglip-448"

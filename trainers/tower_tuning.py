@@ -113,14 +113,19 @@ def find_weights(backbone) -> list[TowerWeight]:
 
     The layer index is the first integer in the module's name inside its tower (how the CLIP-SVD
     reference assigns layers). A ResNet image tower has no blocks; its attention pool's q/k/v/out
-    projections are its only attention weights and carry layer None.
+    projections are its only attention weights and carry layer None. A tower that has blocks keeps
+    only those: a pooling head after them (SigLIP's attention-pooling probe, a cross-attention) is
+    not one of the transformer's layers.
     """
     full_names = {id(m): n for n, m in backbone.named_modules()}
     found = []
     for tower, root in (("image", backbone.image_tower), ("text", backbone.text_tower)):
-        for rel, m in root.named_modules():
-            for role, owner, param, block, blocks, owner_name in _module_weights(m, full_names[id(m)]):
-                found.append(TowerWeight(tower, _first_int(rel), role, owner_name, owner, param, block, blocks))
+        weights = [TowerWeight(tower, _first_int(rel), role, owner_name, owner, param, block, blocks)
+                   for rel, m in root.named_modules()
+                   for role, owner, param, block, blocks, owner_name in _module_weights(m, full_names[id(m)])]
+        if any(w.layer is not None for w in weights):
+            weights = [w for w in weights if w.layer is not None]
+        found += weights
     return found
 
 
