@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -195,6 +196,17 @@ def test_a_save_pretrained_folder_loads_through_backbone_path_and_matches(kind, 
         torch.testing.assert_close(loaded.encode_text(loaded.trim(ids)), bb.encode_text(bb.trim(ids)))
         torch.testing.assert_close(loaded.encode_image(pixels()), bb.encode_image(pixels()))
     assert float(loaded.logit_scale.detach()) == pytest.approx(float(bb.logit_scale.detach()))
+
+
+def test_random_weights_of_a_folders_architecture_need_no_weights_file(tmp_path):
+    folder = save_folder("siglip", tmp_path / "model")
+    os.remove(os.path.join(folder, "model.safetensors"))
+    cfg = cfg_for("HFSigLIP", path=folder)
+    cfg.MODEL.BACKBONE.PRETRAINED = False
+    random = BACKBONE_REGISTRY.get("HFSigLIP")(cfg)
+    assert random.cache_key() != twin("siglip").cache_key()  # another draw of the same architecture
+    assert {k: v.shape for k, v in random.state_dict().items()} == {
+        k: v.shape for k, v in twin("siglip").state_dict().items()}
 
 
 def test_folder_with_weights_of_another_architecture_gives_a_short_message(tmp_path):
@@ -384,3 +396,18 @@ def test_tower_tuning_finds_every_layers_attention_and_mlp_but_not_the_pooling_h
         roles = sorted((w.layer, w.role) for w in found if w.tower == tower)
         assert roles == sorted((layer, role) for layer in (0, 1) for role in ("q", "k", "v", "o", "mlp", "mlp"))
     assert not [w.name for w in found if ".head." in w.name]  # SigLIP's probe cross-attention stays frozen
+
+
+@pytest.mark.parametrize("name", TWIN.values())
+def test_twin_matches_its_golden_outputs(name):
+    # Pins the twins against changes in our code or in transformers' initialisation, like the other
+    # families' twins (tests/test_backbones.py); regenerate with tests/golden/make_golden.py NAME.
+    sys.path.insert(0, os.path.join(REPO, "tests", "golden"))
+    import make_golden
+
+    with open(make_golden.path_of(name), encoding="utf-8") as f:
+        expected = json.load(f)
+    got = make_golden.compute(name)
+    assert got["token_ids"] == expected["token_ids"] and got["real_lengths"] == expected["real_lengths"]
+    for key in ("image_features", "image_norms", "text_features", "text_norms", "logit_scale"):
+        torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(expected[key]), atol=1e-4, rtol=1e-4)
