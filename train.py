@@ -91,12 +91,22 @@ def setup_cfg(args: argparse.Namespace):
     return cfg
 
 
-def run_options(args: argparse.Namespace) -> dict:
-    """Command-line choices outside the config that change the numbers: which checkpoint is tested."""
+def run_options(args: argparse.Namespace, cfg=None) -> dict:
+    """Choices outside the config keys that change the numbers: which checkpoint is tested, and which
+    model a generic family (OpenCLIP, HFCLIP, HFSigLIP) loaded, whose MODEL.BACKBONE.PATH (for the
+    named families only a location) picks the model: "run.model" is its label (hub id or folder name)."""
+    options = {}
+    if cfg is not None:
+        from engine.registry import BACKBONE_REGISTRY
+        from engine.trainer import backbone_label
+
+        name = cfg.MODEL.BACKBONE.NAME
+        if name in BACKBONE_REGISTRY and getattr(BACKBONE_REGISTRY.get(name), "label", None):
+            options["run.model"] = backbone_label(cfg)
     if not args.eval_only:
-        return {}
+        return options
     model_dir = os.path.abspath(args.model_dir) if args.model_dir else ""
-    return {"run.eval_only": True, "run.model_dir": model_dir, "run.load_epoch": args.load_epoch}
+    return {**options, "run.eval_only": True, "run.model_dir": model_dir, "run.load_epoch": args.load_epoch}
 
 
 def finished_run_matches(output_dir: str, requested: dict) -> bool:
@@ -127,7 +137,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
-        if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, {**flat_config(cfg), **run_options(args)}):
+        if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, {**flat_config(cfg), **run_options(args, cfg)}):
             print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job.")
             return 0
         if cfg.SEED >= 0:
@@ -140,7 +150,7 @@ def main(argv=None) -> int:
         from engine.trainer import build_trainer
 
         trainer = build_trainer(cfg)
-        trainer.run_options = run_options(args)
+        trainer.run_options = run_options(args, cfg)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
             report = trainer.test()

@@ -411,3 +411,22 @@ def test_twin_matches_its_golden_outputs(name):
     assert got["token_ids"] == expected["token_ids"] and got["real_lengths"] == expected["real_lengths"]
     for key in ("image_features", "image_norms", "text_features", "text_norms", "logit_scale"):
         torch.testing.assert_close(torch.tensor(got[key]), torch.tensor(expected[key]), atol=1e-4, rtol=1e-4)
+
+
+def test_a_finished_seed_is_not_reused_for_another_model_of_the_family(synthetic_btmri, tmp_path, capsys):
+    # MODEL.BACKBONE.PATH is only a location for the named families, but it picks the model here:
+    # the scripts' --skip-finished must not take model B's seed for model A's finished one.
+    first, second = save_folder("siglip", tmp_path / "model-a"), save_folder("siglip", tmp_path / "model-b")
+    out = tmp_path / "out"
+    args = ["--root", synthetic_btmri, "--seed", "1", "--trainer", "ZeroShot_HFSigLIP", "--skip-finished",
+            "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+            "--config-file", os.path.join(REPO, "configs/trainers/ZeroShot/vit_b16.yaml"), "--output-dir", str(out),
+            "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0"]
+    assert train.main([*args, "MODEL.BACKBONE.PATH", first]) == 0
+    with open(out / "results.json", encoding="utf-8") as f:
+        assert json.load(f)["config"]["run.model"] == "HFSigLIP-model-a"
+    capsys.readouterr()
+    assert train.main([*args, "MODEL.BACKBONE.PATH", first]) == 0  # the same model: skipped
+    assert "Skip this job" in capsys.readouterr().out
+    assert train.main([*args, "MODEL.BACKBONE.PATH", second]) == 2
+    assert "run.model: 'HFSigLIP-model-a' -> 'HFSigLIP-model-b'" in capsys.readouterr().err
