@@ -5,6 +5,12 @@ seed derived from (image, e), and epoch e of training reads view e. With one vie
 the reference's augmentation distribution (an independent crop per image per epoch) at the cost of
 one image-tower pass per crop, paid once and then shared by every method, seed and shot count that
 sees the same image. Test features are computed once per backbone and dataset.
+
+Extraction runs at the machine's speed: inference mode, batches of DATALOADER.TEST.BATCH_SIZE
+decoded by up to min(cores, DATALOADER.NUM_WORKERS) loader workers that prefetch the next batches,
+pinned memory on CUDA, and FEATURES.PRECISION (auto = bf16/fp16 autocast on CUDA, fp32 elsewhere)
+for the frozen tower. Features are stored as FEATURES.STORE_DTYPE and returned as fp32. A precision or
+storage other than fp32 is part of the file name, so caches of different precisions never mix.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from engine.data import Datum, read_image
+from engine.precision import autocast, autocast_dtype, precision_name, store_dtype
 from engine.utils import file_lock, get_logger, torch_save_atomic, writable_cache_dir
 
 
@@ -49,6 +56,14 @@ class _ViewDataset(Dataset):
             return self.transform(img)
 
 
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def file_stamp(path: str) -> tuple[int, int]:
     """(size, modification time in ns): changes whenever the file is rewritten in place."""
     st = os.stat(path)
@@ -71,13 +86,22 @@ class FeatureCache:
     encoded, so a dataset regenerated in place is encoded again, not silently reused.
     """
 
-    def __init__(self, cache_dir: str, backbone, device: torch.device, batch_size: int = 64, workers: int = 0):
+    def __init__(self, cache_dir: str, backbone, device: torch.device, batch_size: int = 64, workers: int = 0,
+                 precision: str = "fp32", store: str = "fp32"):
         self.dir = os.path.join(cache_dir, backbone.cache_key())
         self.backbone = backbone
-        self.device = device
+        self.device = torch.device(device)
         self.batch_size = batch_size
-        self.workers = workers
+        self.workers = max(0, min(workers, available_cores()))
+        self.amp_dtype = autocast_dtype(precision, self.device, "FEATURES.PRECISION")
+        self.store_dtype = store_dtype(store)
         self._memory: dict[str, dict[str, dict]] = {}
+
+    def precision_tag(self) -> str:
+        """"" for fp32 features stored in fp32 (the original file names), else e.g. "-bf16-fp16"."""
+        compute = precision_name(self.amp_dtype)
+        stored = "fp16" if self.store_dtype == torch.float16 else "fp32"
+        return "" if compute == stored == "fp32" else f"-{compute}-{stored}"
 
     @staticmethod
     def spec_key(spec: dict) -> str:
@@ -86,7 +110,7 @@ class FeatureCache:
         return f"{kind}-{digest}"
 
     def _path(self, spec: dict, view: int) -> str:
-        return os.path.join(self.dir, f"{self.spec_key(spec)}-v{view}.pt")
+        return os.path.join(self.dir, f"{self.spec_key(spec)}{self.precision_tag()}-v{view}.pt")
 
     @staticmethod
     def _read(path: str) -> dict[str, dict]:
@@ -127,7 +151,7 @@ class FeatureCache:
                 tables[v] = self._merge_and_save(paths[v], tables[v], [_key(d) for d, w in jobs if w == v], stamps)
         return torch.stack(
             [torch.stack([tables[v]["features"][_key(d)] for d in items]) for v in range(views)]
-        )
+        ).float()
 
     def _merge_and_save(self, path: str, table: dict, keys: list[str], stamps: dict) -> dict:
         """Add this call's new entries to what is on disk now, under a lock: another run writing the
@@ -141,21 +165,29 @@ class FeatureCache:
         self._memory[path] = merged
         return merged
 
-    @torch.no_grad()
     def _compute(self, jobs, transform, seeded, tables, desc) -> None:
         backbone = self.backbone
         was_training = backbone.training
         backbone.eval()
+        cuda = self.device.type == "cuda"
+        # Workers decode the next batches while the tower encodes this one; a single batch has nothing
+        # to overlap, so it is decoded in this process (no worker start-up).
+        workers = 0 if len(jobs) <= self.batch_size else min(self.workers, -(-len(jobs) // self.batch_size) - 1)
         loader = DataLoader(
-            _ViewDataset(jobs, transform, seeded), batch_size=self.batch_size, num_workers=self.workers
+            _ViewDataset(jobs, transform, seeded), batch_size=self.batch_size, num_workers=workers,
+            pin_memory=cuda, prefetch_factor=2 if workers else None,
         )
-        get_logger().info(f"Encoding {len(jobs)} image view(s) for {desc} with {backbone.name}")
+        get_logger().info(f"Encoding {len(jobs)} image view(s) for {desc} with {backbone.name} "
+                          f"({precision_name(self.amp_dtype)}, {workers} loader worker(s))")
         start = 0
         # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
         # randomness the same whether its features were cached or computed just now.
         with torch.random.fork_rng(devices=[]):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-                feats = backbone.encode_image(images.to(self.device)).float().cpu()
+                with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                    feats = backbone.encode_image(images.to(self.device, non_blocking=cuda))
+                # Outside inference mode, so the stored tensors are ordinary ones autograd may read.
+                feats = feats.to("cpu", self.store_dtype)
                 for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
                     tables[view]["features"][_key(item)] = feat.clone()
                 start += len(feats)
