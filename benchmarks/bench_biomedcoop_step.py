@@ -50,22 +50,26 @@ def trimmed_and_padded(bb, classes: list[str], learner_class=PromptLearner):
     return trimmed, padded
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--classes", type=int, default=4)
-    args = p.parse_args(argv)
-    bb = full_size_biomedclip()
-    classes = CLASSES[: args.classes]
+def step_functions(bb, classes: list[str], batch: int = 4) -> dict:
+    """Callables for one BiomedCoOp step, reference-style and ours, plus the text tower alone.
+
+    Keys: "reference", "ours", "text_padded", "text_trimmed" (callables), "tokens_padded",
+    "tokens_trimmed" (ints). Both steps compute the same losses on the same batch.
+    """
     trimmed, padded = trimmed_and_padded(bb, classes)
-    full_ids = padded.token_ids
     bank = F.normalize(torch.randn(len(classes), 50, bb.embed_dim), dim=-1)
     mean = F.normalize(bank.mean(1), dim=-1)
-    images = torch.randn(args.batch, 3, 224, 224)
-    labels = torch.arange(args.batch) % len(classes)
+    images = torch.randn(batch, 3, 224, 224)
+    labels = torch.arange(batch) % len(classes)
     with torch.no_grad():
         cached = bb.encode_image(images)
+
+    def encode_fn():
+        with torch.no_grad():
+            return bb.encode_image(images)
+
+    def cache_fn():
+        return cached
 
     def step(learner, features_fn):
         bb.text_train(True)
@@ -81,19 +85,31 @@ def main(argv=None) -> int:
         learner.ctx.grad = None
         loss.backward()
 
-    def encode_fn():
-        with torch.no_grad():
-            return bb.encode_image(images)
+    return {
+        "reference": lambda: step(padded, encode_fn),
+        "ours": lambda: step(trimmed, cache_fn),
+        "text_padded": lambda: padded.text_features().sum().backward(),
+        "text_trimmed": lambda: trimmed.text_features().sum().backward(),
+        "tokens_padded": padded.token_ids.shape[1],
+        "tokens_trimmed": trimmed.token_ids.shape[1],
+    }
 
-    def cache_fn():
-        return cached
 
-    ref = median_time(lambda: step(padded, encode_fn), args.repeats)
-    ours = median_time(lambda: step(trimmed, cache_fn), args.repeats)
-    text_ref = median_time(lambda: padded.text_features().sum().backward(), args.repeats)
-    text_ours = median_time(lambda: trimmed.text_features().sum().backward(), args.repeats)
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--classes", type=int, default=4)
+    args = p.parse_args(argv)
+    bb = full_size_biomedclip()
+    classes = CLASSES[: args.classes]
+    fns = step_functions(bb, classes, args.batch)
+    ref = median_time(fns["reference"], args.repeats)
+    ours = median_time(fns["ours"], args.repeats)
+    text_ref = median_time(fns["text_padded"], args.repeats)
+    text_ours = median_time(fns["text_trimmed"], args.repeats)
     print(f"threads={torch.get_num_threads()} batch={args.batch} classes={len(classes)} "
-          f"tokens: padded={full_ids.shape[1]} trimmed={trimmed.token_ids.shape[1]}")
+          f"tokens: padded={fns['tokens_padded']} trimmed={fns['tokens_trimmed']}")
     print(f"text fwd+bwd   padded {text_ref:.3f}s  trimmed {text_ours:.3f}s  ratio {text_ref / text_ours:.1f}x")
     print(f"training step  reference-style {ref:.3f}s  ours {ours:.3f}s  ratio {ref / ours:.1f}x")
     return 0

@@ -6,9 +6,10 @@ import statistics
 import time
 
 
-def median_time(fn, repeats: int) -> float:
-    """Median wall time of `repeats` calls of fn, after one warm-up call."""
-    fn()
+def median_time(fn, repeats: int, warmup: bool = True) -> float:
+    """Median wall time of `repeats` calls of fn, after one warm-up call (skip it for an fn already warm)."""
+    if warmup:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
