@@ -36,6 +36,8 @@ class Backbone(nn.Module):
     # Special tokens the tokenizer puts before the text: 1 for a start token ([CLS], <start_of_text>),
     # 0 for tokenizers without one (SigLIP). Learned context is spliced in right after them.
     start_tokens: int = 1
+    # Special tokens after the text ([SEP], <end_of_text>, </s>); `real_lengths` counts them.
+    end_tokens: int = 1
     image_size: int = 224
     mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)

@@ -94,8 +94,8 @@ class HFDualEncoder(Backbone):
         prep = {**DEFAULT_PREPROCESS[self.kind], **(preprocess or {})}
         self.mean, self.std = tuple(prep["mean"]), tuple(prep["std"])
         self.interpolation = prep["interpolation"]
-        self.eos_id = tokenizer.eos_token_id
-        self.start_tokens = _leading_specials(tokenizer)
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+        self.start_tokens, self.end_tokens = _special_counts(tokenizer)
         # transformers' own CLIP pooling rule: legacy configs (eos_token_id 2) take the largest id.
         self.legacy_eos = self.kind == "clip" and text.eos_token_id == 2
         self.pool_eos_id = text.eos_token_id if self.kind == "clip" else None
@@ -121,7 +121,9 @@ class HFDualEncoder(Backbone):
                               return_tensors="pt")["input_ids"]
 
     def real_lengths(self, ids: torch.Tensor) -> torch.Tensor:
-        # Up to and including the first end token (CLIP and SigLIP pad with it, so counting is wrong).
+        if self.pad_id is not None and self.pad_id != self.eos_id:
+            return (ids != self.pad_id).sum(dim=1)  # e.g. Gemma's <pad>: everything else is real
+        # CLIP and SigLIP pad with the end token: real tokens end at its first occurrence.
         hits = ids == self.eos_id
         first = hits.int().argmax(dim=1)
         return torch.where(hits.any(dim=1), first + 1, torch.full_like(first, ids.shape[1]))
@@ -170,14 +172,14 @@ class HFDualEncoder(Backbone):
         return self.model.vision_model
 
 
-def _leading_specials(tokenizer) -> int:
-    """How many special tokens the tokenizer puts before the text (1 for CLIP's start token, 0 for SigLIP)."""
+def _special_counts(tokenizer) -> tuple[int, int]:
+    """How many special tokens the tokenizer puts before and after a text: (1, 1) for CLIP's start and
+    end tokens, (0, 1) for SigLIP's '</s>' alone."""
     ids = tokenizer("a")["input_ids"]
     special = set(tokenizer.all_special_ids)
-    count = 0
-    while count < len(ids) and ids[count] in special:
-        count += 1
-    return count
+    start = next((i for i, t in enumerate(ids) if t not in special), len(ids))
+    end = next((i for i, t in enumerate(reversed(ids)) if t not in special), 0)
+    return start, end
 
 
 # ----- preprocessing --------------------------------------------------------------------------------

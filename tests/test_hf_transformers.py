@@ -430,3 +430,35 @@ def test_a_finished_seed_is_not_reused_for_another_model_of_the_family(synthetic
     assert "Skip this job" in capsys.readouterr().out
     assert train.main([*args, "MODEL.BACKBONE.PATH", second]) == 2
     assert "run.model: 'HFSigLIP-model-a' -> 'HFSigLIP-model-b'" in capsys.readouterr().err
+
+
+def test_a_gemma_style_tokenizer_with_a_start_token_and_its_own_padding_splices_correctly():
+    # SigLIP 2 / MedSigLIP-style tokenizers may add <bos>, pad with <pad> (not the end token) and add
+    # no end token: real lengths count non-padding, the context goes after <bos>, the words stay.
+    from tokenizers import Tokenizer, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast, SiglipModel
+
+    from backbones.hf_transformers import tiny_config, toy_unigram_pieces
+    from backbones.twins import seeded
+
+    pieces = [("<pad>", 0.0), ("<eos>", 0.0), ("<bos>", 0.0), ("<unk>", 0.0)] + toy_unigram_pieces()[3:]
+    tok = Tokenizer(Unigram(pieces, unk_id=3))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                        pad_token="<pad>", unk_token="<unk>", model_max_length=64)
+    config = tiny_config("siglip")
+    config.text_config.vocab_size, config.text_config.pad_token_id = len(pieces), 0
+    with seeded():
+        bb = HFDualEncoder(SiglipModel(config), tokenizer, "gemma-style")
+    ids = bb.tokenize(["a photo of a glioma tumor.", "brain"])
+    assert (bb.start_tokens, bb.end_tokens) == (1, 0) and ids[:, 0].tolist() == [2, 2]
+    assert bb.real_lengths(ids).tolist() == [int((row != 0).sum()) for row in ids] and bb.real_lengths(ids)[1] == 2
+    names = ["glioma tumor", "meningioma"]
+    learner = PromptLearner(bb, names, ctx_init="a photo of a")
+    assert learner.n_ctx == 4 and learner.token_prefix.shape[1] == 1
+    with torch.no_grad():
+        written = own_text(bb, bb.tokenize([f"a photo of a {c}." for c in names]))
+        torch.testing.assert_close(learner.text_features(), written, atol=1e-5, rtol=0)

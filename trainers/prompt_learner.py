@@ -22,7 +22,7 @@ class PromptLearner(nn.Module):
             if ctx_init:
                 ctx_init = ctx_init.replace("_", " ")
                 init_ids = backbone.tokenize([ctx_init])
-                n_ctx = int(backbone.real_lengths(init_ids)[0]) - start - 1  # minus start and end tokens
+                n_ctx = int(backbone.real_lengths(init_ids)[0]) - start - backbone.end_tokens  # the words only
                 if n_ctx < 1:
                     raise UserError(f"CTX_INIT '{ctx_init}' produced no tokens.")
                 ctx = backbone.embed_tokens(init_ids.to(backbone.device))[0, start : start + n_ctx].clone()
