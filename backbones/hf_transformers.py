@@ -21,7 +21,9 @@ How the two text towers differ, and what the contract does about it:
   every padding token changes the feature: `trim` keeps the full padded length and the splice
   keeps the row length, so the pooled position is still the last padding token. The SigLIP
   tokenizer adds no start token (`start_tokens` = 0), so learned context goes at position 0,
-  before the class name, and the end token stays where the tokenizer put it.
+  before the class name, and the end token stays where the tokenizer put it. Start and end token
+  counts come from the tokenizer itself, so Gemma-style tokenizers (a <bos>, their own <pad>, maybe
+  no end token) splice correctly too; real lengths then count non-padding tokens.
 - Logit scale: CLIP's `exp(logit_scale)`. SigLIP's logits are `exp(logit_scale) * cos + logit_bias`
   (a sigmoid per pair); the bias adds the same number to every class, which changes no softmax over
   classes and no argmax, so the contract's logits are `exp(logit_scale) * cos` and the bias is unused.
