@@ -69,3 +69,30 @@ def test_an_unwritable_cache_folder_still_encodes(tiny_biomedclip, tmp_path):
     blocker.write_text("not a folder")
     feats = encode_prompts_cached(tiny_biomedclip, ["a photo of a glioma tumor."], str(blocker / "sub"))
     assert feats.shape == (1, tiny_biomedclip.embed_dim)
+
+
+def test_an_edited_prompt_file_rebuilds_the_bank(synthetic_btmri, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    import engine.prompts
+
+    config = "configs/trainers/BiomedCoOp/few_shot/btmri.yaml"
+    cache = ["FEATURES.CACHE_DIR", str(tmp_path / "features"), "TRAINER.BIOMEDCOOP.N_PROMPTS", "2"]
+    prompts = tmp_path / "prompts"
+    shutil.copytree(engine.prompts.PROMPTS_DIR, prompts)
+    monkeypatch.setattr(engine.prompts, "PROMPTS_DIR", str(prompts))
+    first = make_trainer(synthetic_btmri, "BiomedCoOp_TinyBiomedCLIP", config, tmp_path / "a", *cache)
+    data = json.loads((prompts / "BTMRI.json").read_text(encoding="utf-8"))
+    sentences = data["classes"]["glioma tumor"]
+    sentences[0] = "An edited sentence about a glioma tumor."
+    (prompts / "BTMRI.json").write_text(json.dumps(data), encoding="utf-8")
+    calls = []
+    original = type(first.backbone).encode_prompts
+    monkeypatch.setattr(type(first.backbone), "encode_prompts", lambda self, p, **k: calls.append(len(p))
+                        or original(self, p, **k))
+    second = make_trainer(synthetic_btmri, "BiomedCoOp_TinyBiomedCLIP", config, tmp_path / "b", *cache)
+    assert calls == [8]  # the edited file's bank (2 prompts x 4 classes) is encoded again
+    row = second.classnames.index(next(c for c in second.classnames if c.replace("_", " ") == "glioma tumor"))
+    assert not torch.equal(first.prompt_bank[row, 0], second.prompt_bank[row, 0])
+    assert torch.allclose(first.prompt_bank[row, 1], second.prompt_bank[row, 1], atol=1e-5)  # the others kept
