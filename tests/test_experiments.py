@@ -192,3 +192,19 @@ def test_imbalanced_protocol_draws_class_shares_and_feature_methods_search_on_tr
     cache = json.load(open(os.path.join(data, "BUSI/split_fewshot/imbalanced_shot_2-seed_1.json")))
     assert [sum(row[1] == c for row in cache["train"]) for c in range(3)] == [3, 2, 1] and cache["val"] == []
     assert [r.row_name for r in scan(str(tmp_path / "output"))] == ["TipAdapter [imbalanced]"]
+
+
+def test_no_pruning_tau_keeps_every_description_and_one_description_is_kept_quietly():
+    import warnings
+
+    import torch
+
+    from trainers.biomedcoop import select_prompts
+
+    scores = torch.zeros(50)
+    scores[0] = 100.0  # the most extreme outlier 50 scores can hold: |z| = 49 / sqrt(50) = 6.93
+    assert not select_prompts(scores, 6.9)[0] and select_prompts(scores, 6.93).all()
+    assert select_prompts(scores, 1000.0).all()  # the sweep's "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's std() of one value would warn
+        assert select_prompts(torch.tensor([0.3]), 1.5).tolist() == [True]

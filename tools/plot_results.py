@@ -227,7 +227,7 @@ def plot_against(root: str, key: str, out: str, title: str | None = None) -> str
     heading = title or f"Accuracy against {key.rsplit('.', 1)[-1]} (mean ± std over seeds)"
     twins = sorted({p.backbone for p in points if paper_backbone(p.backbone)[1]})
     if twins:
-        heading += f"\n{', '.join(twins)}: tiny random twins on synthetic data; shows the pipeline, not the method"
+        heading += f"\n{', '.join(twins)}: tiny random twin, synthetic data (pipeline only)"
     ax.set_title(heading, fontsize=10)
     _save(fig, out, ext)
     return out

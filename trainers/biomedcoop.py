@@ -40,6 +40,8 @@ def select_prompts(scores: torch.Tensor, tau: float, absolute: bool = False) -> 
     `absolute=True` is the reference's PMC-CLIP variant, |score - median| / MAD, which can also
     drop prompts that sit unusually close to the median.
     """
+    if scores.numel() < 2:
+        return torch.ones_like(scores, dtype=torch.bool)  # one description: nothing to compare it with
     med = scores.median()
     mad = (scores - med).abs().median()
     deviation = (scores - med).abs() if absolute else scores - med

@@ -140,7 +140,8 @@ class LinearProbe(FeatureMethod):
         chosen = search_c(lambda c: fit_c(c)[1], list(mcfg.C_GRID), mcfg.SEARCH_STEPS)
         clf, acc = fit_c(chosen)
         self.probe.load_sklearn(clf, chosen)
-        self.logger.info(f"Chose C = {chosen:.4g} on val (val accuracy {100 * acc:.2f}%, {len(fitted)} fits)")
+        where = getattr(self, "validation_source", "val")
+        self.logger.info(f"Chose C = {chosen:.4g} on {where} ({where} accuracy {100 * acc:.2f}%, {len(fitted)} fits)")
 
 
 # ----- LP++ -------------------------------------------------------------------------------------------

@@ -143,7 +143,8 @@ class TipAdapter(FeatureMethod):
             self.cache.weight.copy_(weight)
             self.cache.beta.fill_(beta)
             self.cache.alpha.fill_(alpha)
-        self.logger.info(f"Searched on val: beta {beta:.4f}, alpha {alpha:.4f}, val accuracy {acc:.2f}%")
+        where = getattr(self, "validation_source", "val")
+        self.logger.info(f"Searched on {where}: beta {beta:.4f}, alpha {alpha:.4f}, {where} accuracy {acc:.2f}%")
 
     def train_view_count(self) -> int:
         return self.method_cfg.AUGMENT_EPOCH
