@@ -119,9 +119,18 @@ def test_biomedcoop_steps_under_bf16_and_fp16_with_a_scaler(synthetic_btmri, tmp
 
 
 def test_amp_on_cpu_trains_in_fp32_and_says_so(synthetic_btmri, tmp_path, caplog):
-    with caplog.at_level(logging.INFO):
+    from engine.utils import get_logger
+
+    logger = get_logger()  # train.py's set-up may stop it propagating, so listen to it directly
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    try:
         t = make_trainer(synthetic_btmri, "CoOp_TinyBiomedCLIP", "configs/trainers/CoOp/vit_b16.yaml",
                          tmp_path, "TRAINER.COOP.PREC", "amp")
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.setLevel(level)
     assert t.train_amp_dtype is None and not t.grad_scaler.is_enabled()
     assert "mixed precision is for CUDA; training in fp32 on cpu" in caplog.text
     with pytest.raises(UserError, match="TRAINER.COOP.PREC must be one of"):
