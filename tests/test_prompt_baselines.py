@@ -135,6 +135,8 @@ def test_prograd_update_steps_on_the_projected_gradient():
     trainer._models = {"m": module}
     trainer._optims = {"m": torch.optim.SGD([p], lr=1.0)}
     trainer._scheds = {"m": None}
+    trainer.device = torch.device("cpu")
+    trainer.grad_scaler = torch.amp.GradScaler("cpu", enabled=False)  # fp32: scaling is the identity
     loss_ce = (torch.tensor([1.0, 0.0]) * p).sum()  # gradient (1, 0)
     loss_kl = (torch.tensor([-1.0, 1.0]) * p).sum()  # gradient (-1, 1): conflicts
     trainer.prograd_backward_and_update(loss_ce, loss_kl, 1.0)
