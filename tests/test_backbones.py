@@ -11,7 +11,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -47,12 +46,9 @@ def test_every_family_and_twin_is_registered():
 
 
 @pytest.mark.parametrize("name", TWINS)
-def test_twin_builds_fast_offline_and_deterministically(name):
-    start = time.perf_counter()
+def test_twin_builds_offline_and_deterministically(name):
     first = BACKBONE_REGISTRY.get(name)()
-    elapsed = time.perf_counter() - start
     assert first.cache_key() == BACKBONE_REGISTRY.get(name)().cache_key()
-    assert elapsed < 5  # typically 10-100 ms; generous for a loaded 2-core machine
 
 
 @pytest.mark.parametrize("name", TWINS)
@@ -151,10 +147,8 @@ def test_pmcclip_batchnorm_features_do_not_depend_on_the_batch():
 def test_offline_without_weights_names_the_download_tool(name, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("BIOMEDCOOP_WEIGHTS_DIR", raising=False)
-    start = time.perf_counter()
     with pytest.raises(UserError, match=f"tools/download_weights.py {name} --dir") as err:
         BACKBONE_REGISTRY.get(name)(get_cfg_default())
-    assert time.perf_counter() - start < 10
     assert "BIOMEDCOOP_WEIGHTS_DIR" in str(err.value) and f"Tiny{name}" in str(err.value)
 
 

@@ -1,6 +1,5 @@
 """BiomedCLIP's code path: spliced text encoding, trimming, the tiny twin, the offline error."""
 
-import time
 
 import pytest
 import torch
@@ -42,23 +41,18 @@ def test_only_the_context_receives_gradients(tiny_biomedclip):
     assert list(learner.state_dict()) == ["ctx"]  # checkpoints hold the learned context only
 
 
-def test_twin_is_deterministic_and_fast():
-    start = time.perf_counter()
+def test_twin_is_deterministic_and_on_the_real_classes():
     a = BACKBONE_REGISTRY.get("TinyBiomedCLIP")()
-    elapsed = time.perf_counter() - start
     b = BACKBONE_REGISTRY.get("TinyBiomedCLIP")()
     assert a.cache_key() == b.cache_key()
-    assert elapsed < 5  # generous; it builds in a fraction of a second
     assert type(a.model.text.transformer).__name__ == "BertModel"
     assert type(a.model.visual.trunk).__name__ == "VisionTransformer"
 
 
 def test_offline_without_weights_says_how_to_fix(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
     with pytest.raises(UserError, match="tools/download_weights.py BiomedCLIP"):
         BACKBONE_REGISTRY.get("BiomedCLIP")(get_cfg_default())
-    assert time.perf_counter() - start < 10
 
 
 def test_weights_folder_that_does_not_exist_is_named(tmp_path):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import pytest
 import torch
@@ -243,10 +242,9 @@ def test_truncated_weights_and_wrong_family_are_explained(tmp_path):
 def test_no_model_named_or_hub_id_offline_fails_fast_with_the_fix():
     with pytest.raises(UserError, match=r"MODEL.BACKBONE.HUB google/medsiglip-448"):
         BACKBONE_REGISTRY.get("HFSigLIP")(cfg_for("HFSigLIP"))
-    start = time.perf_counter()
+    # How fast this comes from process start is measured by benchmarks/bench_offline_error.py.
     with pytest.raises(UserError) as err:  # HF_HUB_OFFLINE=1 (conftest) and nothing cached
         BACKBONE_REGISTRY.get("HFSigLIP")(cfg_for("HFSigLIP", hub="google/medsiglip-448"))
-    assert time.perf_counter() - start < 10
     assert "HF_HUB_OFFLINE=1" in str(err.value)
     assert "hf download google/medsiglip-448 --local-dir WEIGHTS/google--medsiglip-448" in str(err.value)
     assert "TinyHFSigLIP" in str(err.value)
