@@ -273,18 +273,28 @@ class TrainerX:
             "Lower it and rerun; the run starts afresh (no resume state was kept)."
         )
 
+    def _scaler(self):
+        """The fp16 gradient scaler when one is in use, else None (fp32 and bf16 need none)."""
+        scaler = getattr(self, "grad_scaler", None)
+        return scaler if scaler is not None and scaler.is_enabled() else None
+
     def model_backward(self, loss: torch.Tensor) -> None:
         self.detect_anomaly(loss)
-        # Backward outside autocast (its ops follow the dtypes the forward chose); the scaler is a
-        # no-op except under fp16, whose small gradients would otherwise underflow.
-        with torch.autocast(self.device.type, enabled=False):
-            self.grad_scaler.scale(loss).backward()
+        scaler = self._scaler()  # fp16 only: scales the loss so small gradients do not underflow
+        # Backward outside autocast: its ops follow the dtypes the forward chose.
+        with torch.autocast(loss.device.type, enabled=False):
+            (scaler.scale(loss) if scaler else loss).backward()
 
     def model_update(self, names=None) -> None:
+        scaler = self._scaler()
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
-                self.grad_scaler.step(self._optims[name])
-        self.grad_scaler.update()
+                if scaler:
+                    scaler.step(self._optims[name])  # unscales; skips the step if a gradient overflowed
+                else:
+                    self._optims[name].step()
+        if scaler:
+            scaler.update()
 
     def model_backward_and_update(self, loss: torch.Tensor, names=None) -> None:
         self.model_zero_grad(names)
