@@ -83,9 +83,9 @@ def scaling_table(bb, quick: bool = False, repeats: int = 2, max_measured: int =
     spread = (max(r for _, r in big) / min(r for _, r in big)) if len(big) > 1 else 1.0
     print(f"extraction is linear in K x C x views: {per_image:.3f} s per image per view "
           f"(per-image times of the cells with >= 4 images within {spread:.2f}x of each other)")
-    print(f"one step grows linearly with C (the text tower encodes every class's prompt each step): "
-          f"step(C=9) / step(C=2) = {step[9] / step[2]:.2f} (4.5 if the text tower were all of it; "
-          f"the loss, the teacher and the optimiser add a fixed part; fastest of {repeats} calls each)")
+    print(f"one step should grow linearly with C (the text tower encodes every class's prompt each step): "
+          f"measured step(C=9) / step(C=2) = {step[9] / step[2]:.2f} (at most 4.5, the loss, teacher and "
+          f"optimiser being a fixed part; fastest of {repeats} calls each, so a ratio below 1 means load noise)")
     print("steps per epoch = floor(K x C / 4), so training time grows as K x C x step(C), about K x C^2; "
           "extraction (one pass per image per view) grows as K x C x views")
     return {"per_image": per_image, "step": step}
