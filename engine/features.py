@@ -167,7 +167,9 @@ class FeatureCache:
 
     def _compute(self, jobs, transform, seeded, tables, desc) -> None:
         backbone = self.backbone
-        was_training = backbone.training
+        # Each module's own mode is put back afterwards: a wrapper left in train mode by nn.Module's
+        # default must not switch its frozen towers' dropout on when extraction ends.
+        modes = [(module, module.training) for module in backbone.modules()]
         backbone.eval()
         cuda = self.device.type == "cuda"
         # Workers decode the next batches while the tower encodes this one; a single batch has nothing
@@ -191,4 +193,5 @@ class FeatureCache:
                 for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
                     tables[view]["features"][_key(item)] = feat.clone()
                 start += len(feats)
-        backbone.train(was_training)
+        for module, training in modes:
+            module.training = training
