@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import _bootstrap  # noqa: E402,F401
 import torch  # noqa: E402
 from bench_biomedcoop_step import CLASSES, full_size_biomedclip, step_functions  # noqa: E402
+from timing import fastest_time  # noqa: E402
 
 SHOTS = (1, 4, 16)
 CLASS_COUNTS = (2, 4, 9)
@@ -41,17 +42,6 @@ def extraction_seconds(bb, n_images: int, batch: int = 8, dtype: torch.dtype | N
             bb.encode_image(images[:n])
             done += n
     return time.perf_counter() - start
-
-
-def fastest_time(fn, repeats: int) -> float:
-    """Shortest of `repeats` timed calls after a warm-up: on a shared machine the least disturbed one."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def steps_per_epoch(n_images: int, batch: int = BATCH) -> int:

@@ -6,8 +6,8 @@ import statistics
 import time
 
 
-def median_time(fn, repeats: int, warmup: bool = True) -> float:
-    """Median wall time of `repeats` calls of fn, after one warm-up call (skip it for an fn already warm)."""
+def call_times(fn, repeats: int, warmup: bool = True) -> list[float]:
+    """Wall times of `repeats` calls of fn, after one warm-up call (skip it for an fn already warm)."""
     if warmup:
         fn()
     times = []
@@ -15,4 +15,14 @@ def median_time(fn, repeats: int, warmup: bool = True) -> float:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
+
+
+def median_time(fn, repeats: int, warmup: bool = True) -> float:
+    """Median of call_times: the typical call."""
+    return statistics.median(call_times(fn, repeats, warmup))
+
+
+def fastest_time(fn, repeats: int) -> float:
+    """Shortest of call_times: on a shared machine, the least disturbed call."""
+    return min(call_times(fn, repeats))

@@ -5,7 +5,8 @@ and the feature baselines encode the hand-crafted prompts. With the tower frozen
 depend only on the weights and the exact strings, so they are computed once per (backbone weights,
 prompt list) and read back by every later seed, shot count and method. The folder is the image
 feature cache's backbone folder (its name already identifies the weights); the file name is a
-hash of the prompt strings, so an edited prompt file gets new features.
+hash of the prompt strings and of their token ids, so an edited prompt file, or the same weights
+behind another tokenizer (a vocabulary changed in a folder), gets new features.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ import torch
 from engine.utils import get_logger, torch_save_atomic
 
 
-def prompts_digest(prompts: list[str]) -> str:
-    return hashlib.sha1(json.dumps(prompts, ensure_ascii=False).encode("utf-8")).hexdigest()[:16]
+def prompts_digest(prompts: list[str], token_ids: torch.Tensor | None = None) -> str:
+    digest = hashlib.sha1(json.dumps(prompts, ensure_ascii=False).encode("utf-8"))
+    if token_ids is not None:
+        digest.update(token_ids.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @torch.no_grad()
 def encode_prompts_cached(backbone, prompts: list[str], cache_dir: str | None = None) -> torch.Tensor:
     """(N, D) unnormalised eval-mode features of `prompts`; read from / written to `cache_dir` when given."""
-    path = os.path.join(cache_dir, f"text-{prompts_digest(prompts)}.pt") if cache_dir else None
+    path = None
+    if cache_dir:  # tokenizing is milliseconds; it keys the file to what the text tower would read
+        path = os.path.join(cache_dir, f"text-{prompts_digest(prompts, backbone.tokenize(prompts))}.pt")
     if path and os.path.isfile(path):
         try:
             saved = torch.load(path, map_location="cpu")
@@ -35,10 +41,11 @@ def encode_prompts_cached(backbone, prompts: list[str], cache_dir: str | None = 
         else:
             if saved.get("prompts") == prompts:  # a hash collision or a stale file never passes
                 return saved["features"].to(backbone.device)
-    was_training = backbone.training
+    modes = [(module, module.training) for module in backbone.modules()]  # each module's own mode
     backbone.eval()
     feats = backbone.encode_prompts(prompts).float()
-    backbone.train(was_training)
+    for module, training in modes:
+        module.training = training
     if path:
         try:
             torch_save_atomic({"prompts": prompts, "features": feats.cpu()}, path)

@@ -64,6 +64,25 @@ def test_a_second_biomedcoop_build_does_not_encode_the_prompt_bank(synthetic_btm
     assert calls == [40]  # another prompt list (10 per class): encoded once
 
 
+def test_another_tokenizer_behind_the_same_weights_encodes_again(tiny_biomedclip, tmp_path):
+    prompts = ["a photo of a glioma tumor."]
+    counting = CountingBackbone(tiny_biomedclip)
+    encode_prompts_cached(counting, prompts, cache_dir_of(tmp_path, tiny_biomedclip))
+    ids = tiny_biomedclip.tokenize(prompts)
+    counting.tokenize = lambda texts: torch.where(ids > 100, ids + 1, ids)  # a different vocabulary
+    encode_prompts_cached(counting, prompts, cache_dir_of(tmp_path, tiny_biomedclip))
+    assert counting.encoded == 2  # same weights folder, other token ids: not the stale features
+
+
+def test_encoding_keeps_each_modules_own_mode(tiny_biomedclip, tmp_path):
+    backbone = copy.deepcopy(tiny_biomedclip)
+    backbone.train()
+    backbone.text_tower.eval()  # a trainer's state: wrapper in train mode, frozen tower in eval
+    encode_prompts_cached(backbone, ["a photo of a glioma tumor."], None)
+    assert backbone.training and not backbone.text_tower.training
+    assert not any(m.training for m in backbone.text_tower.modules())
+
+
 def test_an_unwritable_cache_folder_still_encodes(tiny_biomedclip, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 
 import _bootstrap  # noqa: F401
@@ -40,6 +39,7 @@ from results_io import (
     Cell,
     average_cell,
     base2new_rows,
+    emit_table,
     few_shot_grid,
     paper_backbone,
     paper_base2new,
@@ -48,7 +48,6 @@ from results_io import (
     seed_cell,
     sweep_points,
     value_text,
-    write_text_atomic,
 )
 
 FORMATS = {"terminal": "simple", "markdown": "github", "latex": "latex_raw", "csv": None}
@@ -322,17 +321,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.also and not args.against:
         p.error("--also needs --against KEY")
-    try:
-        text = make_tables(args.output_dir, args.format, args.paper, args.seeds, args.against, tuple(args.also))
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.out:
-        write_text_atomic(args.out, text)
-        print(f"wrote {os.path.abspath(args.out)}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return emit_table(lambda: make_tables(args.output_dir, args.format, args.paper, args.seeds, args.against,
+                                          tuple(args.also)), args.out)
 
 
 if __name__ == "__main__":

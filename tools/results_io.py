@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -489,6 +490,22 @@ def transfer_source(run: Run) -> str | None:
             return str(json.load(f).get("dataset") or "") or None
     except (OSError, ValueError):
         return None
+
+
+def emit_table(build, out: str | None) -> int:
+    """A table tool's ending: print or write (atomically) what `build()` returns; exit status 2 when
+    the results folder has nothing to tabulate, with the one-line reason."""
+    try:
+        text = build()
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if out:
+        write_text_atomic(out, text)
+        print(f"wrote {os.path.abspath(out)}")
+    else:
+        sys.stdout.write(text)
+    return 0
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -13,11 +13,10 @@ Rows are kept apart per method and model.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import _bootstrap  # noqa: F401
-from results_io import Cell, scan, seed_cell, transfer_source, write_text_atomic
+from results_io import Cell, emit_table, scan, seed_cell, transfer_source
 
 
 def cell_text(cell: Cell) -> str:
@@ -75,17 +74,7 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", help="seeds the grid should have (default: every seed found)")
     p.add_argument("--out", help="write to this file instead of the terminal")
     args = p.parse_args(argv)
-    try:
-        text = transfer_table(args.output_dir, args.format, args.seeds)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.out:
-        write_text_atomic(args.out, text)
-        print(f"wrote {os.path.abspath(args.out)}")
-    else:
-        sys.stdout.write(text)
-    return 0
+    return emit_table(lambda: transfer_table(args.output_dir, args.format, args.seeds), args.out)
 
 
 if __name__ == "__main__":
