@@ -240,7 +240,8 @@ def hf_weights_error(family: str, source: str, detail: str) -> UserError:
     return UserError(
         f"{family} weights for {source} are not available on this machine: {detail}.\n"
         f"Fix: on a machine with internet run\n"
-        f"    hf download {hub_id} --local-dir {local}\n"
+        f"    python tools/download_weights.py {hub_id} --dir WEIGHTS\n"
+        f"(or `hf download {hub_id} --local-dir {local}`)\n"
         f"copy WEIGHTS here, then add `MODEL.BACKBONE.PATH {local}` to the train.py command (or export "
         f"{WEIGHTS_ENV}=WEIGHTS and keep MODEL.BACKBONE.HUB). "
         f"To try the pipeline without weights, use the offline twin Tiny{family}."

@@ -206,9 +206,12 @@ def _fetch_if_needed(remote: RemoteFile, folder: str, progress: bool, required: 
 
 def download(model: str, root: str, overrides: dict[str, str] | None = None, progress: bool = True) -> str:
     """Fetch every file `model` needs into <root>/<model>/, skipping complete ones; returns that folder.
-    `model` is a preset name (backbones/configs/<model>.json) or an open_clip hub id / ARCH:TAG."""
+    `model` is a preset name (backbones/configs/<model>.json), an open_clip hub id / ARCH:TAG, or a
+    transformers repository 'org/name' (a CLIP or SigLIP checkpoint)."""
     if ":" in model:
         return download_open_clip(model, root, overrides, progress)
+    if "/" in model:
+        return download_transformers(model, root, overrides, progress)
     folder = os.path.join(root, model)
     os.makedirs(folder, exist_ok=True)
     for remote in family_files(model, overrides):
@@ -276,6 +279,43 @@ def download_open_clip(source: str, root: str, overrides: dict[str, str] | None 
     if tokenizer_repo:
         for name in TOKENIZER_FILES:
             _fetch_if_needed(remote(tokenizer_repo, name, f"text/{name}"), folder, progress, required=False)
+    return folder
+
+
+# What a transformers CLIP / SigLIP folder holds besides its weights (each optional but config.json).
+TRANSFORMERS_FILES = ("preprocessor_config.json", "added_tokens.json", "tokenizer.model", *TOKENIZER_FILES)
+TRANSFORMERS_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def download_transformers(repo: str, root: str, overrides: dict[str, str] | None = None,
+                          progress: bool = True) -> str:
+    """Fetch a transformers checkpoint 'org/name' into <root>/<org--name>/, the folder HFCLIP / HFSigLIP
+    load with MODEL.BACKBONE.PATH (or find under it by MODEL.BACKBONE.HUB): config.json, the weights
+    (one file, or the shards a *.index.json lists), tokenizer and image-processor files."""
+    from backbones.base import safe_name
+
+    hf = endpoints(overrides)["hf"]
+    folder = os.path.join(root, safe_name(repo))
+    os.makedirs(folder, exist_ok=True)
+
+    def remote(name: str) -> RemoteFile:
+        return RemoteFile(f"{hf}/{repo}/resolve/main/{name}", name)
+
+    _fetch_if_needed(remote("config.json"), folder, progress)
+    single = [remote(name) for name in TRANSFORMERS_WEIGHTS]
+    if not any(is_complete(folder, r) for r in single) and not any(
+            _fetch_if_needed(r, folder, progress, required=False) for r in single):
+        index = next((name for name in (f"{w}.index.json" for w in TRANSFORMERS_WEIGHTS)
+                      if _fetch_if_needed(remote(name), folder, progress, required=False)), None)
+        if index is None:
+            raise DownloadError(f"{hf}/{repo} has none of the weights files "
+                                f"{', '.join(TRANSFORMERS_WEIGHTS)} (nor a sharded index).")
+        with open(os.path.join(folder, index), encoding="utf-8") as f:
+            shards = sorted(set(json.load(f).get("weight_map", {}).values()))
+        for shard in shards:
+            _fetch_if_needed(remote(shard), folder, progress)
+    for name in TRANSFORMERS_FILES:
+        _fetch_if_needed(remote(name), folder, progress, required=False)
     return folder
 
 

@@ -14,6 +14,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from test_download_weights import hub  # noqa: F401  (the local hub server fixture)
 from test_trainers import make_trainer
 
 import train
@@ -172,7 +173,7 @@ def test_twins_are_registered_and_deterministic():
 
 
 # ----- folders and hub ids -------------------------------------------------------------------------
-def cfg_for(family: str, path: str = "", hub: str = ""):
+def cfg_for(family: str, path: str = "", hub: str = ""):  # noqa: F811 (an argument, not the fixture)
     cfg = get_cfg_default()
     cfg.MODEL.BACKBONE.NAME, cfg.MODEL.BACKBONE.PATH, cfg.MODEL.BACKBONE.HUB = family, path, hub
     return cfg
@@ -195,6 +196,32 @@ def test_a_save_pretrained_folder_loads_through_backbone_path_and_matches(kind, 
         torch.testing.assert_close(loaded.encode_text(loaded.trim(ids)), bb.encode_text(bb.trim(ids)))
         torch.testing.assert_close(loaded.encode_image(pixels()), bb.encode_image(pixels()))
     assert float(loaded.logit_scale.detach()) == pytest.approx(float(bb.logit_scale.detach()))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_download_weights_fetches_a_transformers_repo_that_then_loads_offline(kind, hub, tmp_path,  # noqa: F811
+                                                                              monkeypatch):
+    import download_weights
+
+    source = save_folder(kind, tmp_path / "source")
+    repo = f"example-org/tiny-{kind}"
+    for name in os.listdir(source):  # the repository as the hub serves it; weights as an LFS file
+        with open(os.path.join(source, name), "rb") as f:
+            hub.add(f"/{repo}/resolve/main/{name}", f.read(), lfs=name.endswith(".safetensors"))
+    weights = tmp_path / "WEIGHTS"
+    argv = [repo, "--dir", str(weights), "--hf-endpoint", hub.url, "--quiet"]
+    assert download_weights.main(argv) == 0
+    assert sorted(os.listdir(weights / f"example-org--tiny-{kind}")) == sorted([*os.listdir(source), ".download.json"])
+    hits = len(hub.hits)
+    assert download_weights.main(argv) == 0
+    assert not [h for h in hub.hits[hits:] if h.endswith(".safetensors")]  # complete weights are not fetched again
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    loaded = BACKBONE_REGISTRY.get(FAMILY[kind])(cfg_for(FAMILY[kind], path=str(weights), hub=repo))
+    bb = twin(kind)
+    ids = bb.tokenize(PROMPTS)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_text(loaded.trim(ids)), bb.encode_text(bb.trim(ids)))
 
 
 def test_random_weights_of_a_folders_architecture_need_no_weights_file(tmp_path):
@@ -246,7 +273,8 @@ def test_no_model_named_or_hub_id_offline_fails_fast_with_the_fix():
     with pytest.raises(UserError) as err:  # HF_HUB_OFFLINE=1 (conftest) and nothing cached
         BACKBONE_REGISTRY.get("HFSigLIP")(cfg_for("HFSigLIP", hub="google/medsiglip-448"))
     assert "HF_HUB_OFFLINE=1" in str(err.value)
-    assert "hf download google/medsiglip-448 --local-dir WEIGHTS/google--medsiglip-448" in str(err.value)
+    assert "python tools/download_weights.py google/medsiglip-448 --dir WEIGHTS" in str(err.value)
+    assert "MODEL.BACKBONE.PATH WEIGHTS/google--medsiglip-448" in str(err.value)
     assert "TinyHFSigLIP" in str(err.value)
 
 

@@ -3,11 +3,14 @@
     python tools/download_weights.py BiomedCLIP CLIP --dir WEIGHTS
     python tools/download_weights.py all --dir WEIGHTS
     python tools/download_weights.py hf-hub:org/name ViT-B-16:openai --dir WEIGHTS   # any open_clip model
+    python tools/download_weights.py google/medsiglip-448 --dir WEIGHTS              # a transformers CLIP/SigLIP
 
 Then copy WEIGHTS to the offline machine and `export BIOMEDCOOP_WEIGHTS_DIR=WEIGHTS` (or pass
 `MODEL.BACKBONE.PATH WEIGHTS` to train.py). An open_clip hub id or ARCH:TAG goes to
 WEIGHTS/<org--name>/ (open_clip_config.json, weights, tokenizer, an HF text tower's config in
-text/): run it with `_OpenCLIP` and `MODEL.BACKBONE.PATH WEIGHTS/<org--name>`. Files already
+text/): run it with `_OpenCLIP` and `MODEL.BACKBONE.PATH WEIGHTS/<org--name>`. A transformers
+repository org/name goes to WEIGHTS/<org--name>/ too (config.json, weights, tokenizer and
+preprocessor files): run it with `_HFCLIP` or `_HFSigLIP` and that folder. Files already
 complete are skipped, so an interrupted run can simply be repeated. Sizes are checked, and SHA-256
 where the source publishes it. The folder layout and the sources are listed in docs/offline.md and
 backbones/configs/<Model>.json.
@@ -33,7 +36,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help=f"one or more of: {', '.join(models)}, or all; or an open_clip model as "
-                             "hf-hub:org/name or ARCH:TAG (e.g. ViT-B-16:openai)")
+                             "hf-hub:org/name or ARCH:TAG (e.g. ViT-B-16:openai); or a transformers CLIP/SigLIP "
+                             "repository org/name (e.g. google/medsiglip-448)")
     parser.add_argument("--dir", required=True, help="folder to write <MODEL>/ (or <org--name>/) folders into")
     parser.add_argument("--hf-endpoint", default="", help=f"Hugging Face base URL (default ${HF_ENDPOINT_ENV}, "
                         "$HF_ENDPOINT or https://huggingface.co)")
@@ -43,10 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if "all" in args.models:
         args.models = models
-    unknown = [m for m in args.models if m not in models and ":" not in m]
+    unknown = [m for m in args.models if m not in models and ":" not in m and m.count("/") != 1]
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(models)}, all, "
-                     "or an open_clip hf-hub:org/name or ARCH:TAG")
+                     "an open_clip hf-hub:org/name or ARCH:TAG, or a transformers org/name")
     return args
 
 
@@ -61,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{model}: complete in {folder}")
             if ":" in model:
                 print(f"  use it with --trainer <METHOD>_OpenCLIP ... MODEL.BACKBONE.PATH {folder}")
+            elif "/" in model:
+                print(f"  use it with --trainer <METHOD>_HFCLIP or <METHOD>_HFSigLIP (as config.json's "
+                      f"model_type says) ... MODEL.BACKBONE.PATH {folder}")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
