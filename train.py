@@ -53,6 +53,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
     p.add_argument("--skip-finished", action="store_true",
                    help="exit 0 when OUTPUT_DIR/results.json holds this exact config; stop when it holds another")
+    p.add_argument("--print-model-label", action="store_true",
+                   help="print the model label results use (e.g. OpenCLIP-org--name, BiomedCLIP-random) and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, applied last")
     return p.parse_args(argv)
 
@@ -137,6 +139,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
+        if args.print_model_label:  # the scripts name a run's folder by it
+            from engine.trainer import backbone_label
+
+            print(backbone_label(cfg))
+            return 0
         if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, {**flat_config(cfg), **run_options(args, cfg)}):
             print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job.")
             return 0

@@ -46,6 +46,17 @@ weights_tag() {  # "-random" when EXTRA_OPTS sets MODEL.BACKBONE.PRETRAINED Fals
     echo "$tag"
 }
 
+model_folder() {  # model_folder MODEL: the <MODEL> part of a run's folder, as results label the model:
+    # MODEL, MODEL-random under random weights, and for a generic family (OpenCLIP, HFCLIP, HFSigLIP)
+    # also the model MODEL.BACKBONE.HUB / PATH picks, so two such models never share a folder.
+    case " ${EXTRA_OPTS:-} " in
+        *" MODEL.BACKBONE.HUB "* | *" MODEL.BACKBONE.PATH "*)
+            # shellcheck disable=SC2086  # EXTRA_OPTS is KEY VALUE words, as for every run
+            "$PYTHON" "$REPO/train.py" --trainer "CoOp_$1" --print-model-label ${EXTRA_OPTS:-} ;;
+        *) echo "$1$(weights_tag)" ;;
+    esac
+}
+
 run_tag() {  # the config-tag folder: "_imbalanced" under DATASET.FEWSHOT_PROTOCOL imbalanced, "_<RUN_LABEL>"
     local prev="" word tag=""
     for word in ${EXTRA_OPTS:-}; do
@@ -88,10 +99,10 @@ run_train() {  # runs one train.py command; with PRINT_RUNS=1 prints it instead 
 few_shot() {
     local method=$1 config=$2 data=$3 dataset=${4,,} shots=$5 model=$6
     local dcfg; dcfg=$(dataset_config "$dataset" "$data")
-    local tag; tag=$(weights_tag)
+    local mdir; mdir=$(model_folder "$model")
     local rtag; rtag=$(run_tag)
     for seed in $SEEDS; do
-        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${model}${tag}/$rtag/seed$seed"
+        local dir="$OUTPUT_ROOT/$dataset/shots_$shots/${method}_${mdir}/$rtag/seed$seed"
         run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$dir" $(skip_flag) \
             DATASET.NUM_SHOTS "$shots" $(label_opts) ${EXTRA_OPTS:-}
@@ -103,10 +114,10 @@ few_shot() {
 base2new() {
     local method=$1 config=$2 data=$3 dataset=${4,,} model=$5 epoch=$6
     local dcfg; dcfg=$(dataset_config "$dataset" "$data")
-    local tag; tag=$(weights_tag)
+    local mdir; mdir=$(model_folder "$model")
     local rtag; rtag=$(run_tag)
     for seed in $SEEDS; do
-        local sub="$dataset/shots_16/${method}_${model}${tag}/$rtag/seed$seed"
+        local sub="$dataset/shots_16/${method}_${mdir}/$rtag/seed$seed"
         local train_dir="$OUTPUT_ROOT/base2new/train_base/$sub" test_dir="$OUTPUT_ROOT/base2new/test_new/$sub"
         run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$train_dir" $(skip_flag) \

@@ -325,3 +325,23 @@ def test_registering_the_families_imports_no_heavy_library():
     code = f"import sys, backbones, datasets, trainers; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ----- the scripts' folders ----------------------------------------------------------------------
+def script_output_dir(model: str, extra_opts: str, cwd) -> str:
+    """The --output-dir scripts/coop/few_shot.sh gives seed 1 (PRINT_RUNS=1 lists its command only)."""
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "PRINT_RUNS": "1", "EXTRA_OPTS": extra_opts}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts/coop/few_shot.sh"), str(cwd), "btmri", "2", model],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    words = proc.stdout.split()
+    return words[words.index("--output-dir") + 1]
+
+
+def test_scripts_give_each_model_of_a_generic_family_its_own_folder(tmp_path):
+    a = script_output_dir("OpenCLIP", "MODEL.BACKBONE.HUB hf-hub:org/model-a", tmp_path)
+    b = script_output_dir("OpenCLIP", "MODEL.BACKBONE.HUB hf-hub:org/model-b MODEL.BACKBONE.PRETRAINED False",
+                          tmp_path)
+    assert "/CoOp_OpenCLIP-org--model-a/" in a and "/CoOp_OpenCLIP-org--model-b-random/" in b
+    # a named family's PATH is only where its weights are: the reference's folder name stays
+    assert "/CoOp_BiomedCLIP/" in script_output_dir("BiomedCLIP", "MODEL.BACKBONE.PATH /somewhere/WEIGHTS", tmp_path)

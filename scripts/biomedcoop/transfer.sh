@@ -15,13 +15,13 @@ usage_check 5 $# "bash scripts/biomedcoop/transfer.sh DATA SOURCE \"TARGETS\" SH
 data=$1 source=${2,,} targets=${3,,} shots=$4 model=$5
 config=$(per_dataset_config "$REPO/configs/trainers/BiomedCoOp/few_shot" "$source")
 few_shot BiomedCoOp "$config" "$data" "$source" "$shots" "$model"
-tag=$(weights_tag)
+mdir=$(model_folder "$model")
 for target in $targets; do
     if [ "$target" = "$source" ]; then continue; fi  # the source's own test is the training run's
     dcfg=$(dataset_config "$target" "$data")
     for seed in $SEEDS; do
-        model_dir="$OUTPUT_ROOT/$source/shots_$shots/BiomedCoOp_${model}${tag}/$(run_tag)/seed$seed"
-        out="$OUTPUT_ROOT/$target/shots_$shots/BiomedCoOp_${model}${tag}/$(RUN_LABEL="from_$source" run_tag)/seed$seed"
+        model_dir="$OUTPUT_ROOT/$source/shots_$shots/BiomedCoOp_${mdir}/$(run_tag)/seed$seed"
+        out="$OUTPUT_ROOT/$target/shots_$shots/BiomedCoOp_${mdir}/$(RUN_LABEL="from_$source" run_tag)/seed$seed"
         run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "BiomedCoOp_${model}" \
             --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" $(skip_flag) \
             --model-dir "$model_dir" --eval-only \
