@@ -27,6 +27,7 @@ from yacs.config import CfgNode as CN
 from engine.data import DatasetWrapper, num_workers
 from engine.errors import UserError
 from engine.optim import build_optimizer
+from engine.precision import autocast_dtype
 from engine.trainer import TrainerX
 
 ROLES = ("q", "k", "v", "o", "mlp")
@@ -181,20 +182,6 @@ def trainable_parameters(module: nn.Module) -> dict[str, nn.Parameter]:
     return {n: p for n, p in module.named_parameters() if p.requires_grad}
 
 
-# ----- precision -------------------------------------------------------------------------------------
-def autocast_dtype(prec: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for TRAINER.<METHOD>.PREC on `device`; None = plain fp32."""
-    prec = str(prec).lower()
-    if prec == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if prec not in table:
-        raise UserError(f"PREC must be auto, bf16, fp16 or fp32; got '{prec}'.")
-    return table[prec]
-
-
 # ----- the trainer -------------------------------------------------------------------------------------
 class TowerTuningTrainer(TrainerX):
     """Trains tensors inside both towers on pixels; subclasses implement `adapt`."""
@@ -218,7 +205,7 @@ class TowerTuningTrainer(TrainerX):
         if cfg.OPTIM.LR_SCHEDULER != "cosine":
             raise UserError(f"{where}: these methods step a cosine schedule every iteration; set OPTIM.LR_SCHEDULER "
                             f"cosine (got '{cfg.OPTIM.LR_SCHEDULER}').")
-        autocast_dtype(mcfg.PREC, torch.device("cpu"))  # validate now
+        autocast_dtype(mcfg.PREC, torch.device("cpu"), f"{where}.PREC")  # validate now
 
     def adapt(self, backbone) -> dict[str, nn.Parameter]:
         """Change the backbone in place; return the tensors to train by name (all else stays frozen)."""
@@ -226,7 +213,7 @@ class TowerTuningTrainer(TrainerX):
 
     def build_model(self) -> None:
         cfg, mcfg = self.cfg, self.method_cfg
-        self.amp_dtype = autocast_dtype(mcfg.PREC, self.device)
+        self.amp_dtype = autocast_dtype(mcfg.PREC, self.device, f"TRAINER.{self.cfg_key}.PREC")
         self.learned = LearnedTensors(self.adapt(self.backbone))
         self.learned.to(self.device)
         texts = [mcfg.TEMPLATE.format(c.replace("_", " ")) for c in self.classnames]
