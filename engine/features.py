@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from engine.data import Datum, read_image
 from engine.precision import autocast, autocast_dtype, precision_name, store_dtype
-from engine.utils import file_lock, get_logger, torch_save_atomic, writable_cache_dir
+from engine.utils import eval_mode, file_lock, get_logger, torch_save_atomic, writable_cache_dir
 
 
 def _key(item: Datum) -> str:
@@ -167,10 +167,6 @@ class FeatureCache:
 
     def _compute(self, jobs, transform, seeded, tables, desc) -> None:
         backbone = self.backbone
-        # Each module's own mode is put back afterwards: a wrapper left in train mode by nn.Module's
-        # default must not switch its frozen towers' dropout on when extraction ends.
-        modes = [(module, module.training) for module in backbone.modules()]
-        backbone.eval()
         cuda = self.device.type == "cuda"
         # Workers decode the next batches while the tower encodes this one; a single batch has nothing
         # to overlap, so it is decoded in this process (no worker start-up).
@@ -184,7 +180,7 @@ class FeatureCache:
         start = 0
         # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
         # randomness the same whether its features were cached or computed just now.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), eval_mode(backbone):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
                 with torch.inference_mode(), autocast(self.device, self.amp_dtype):
                     feats = backbone.encode_image(images.to(self.device, non_blocking=cuda))
@@ -193,5 +189,3 @@ class FeatureCache:
                 for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
                     tables[view]["features"][_key(item)] = feat.clone()
                 start += len(feats)
-        for module, training in modes:
-            module.training = training

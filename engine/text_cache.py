@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from engine.utils import get_logger, torch_save_atomic
+from engine.utils import eval_mode, get_logger, torch_save_atomic
 
 
 def prompts_digest(prompts: list[str], token_ids: torch.Tensor | None = None) -> str:
@@ -41,11 +41,8 @@ def encode_prompts_cached(backbone, prompts: list[str], cache_dir: str | None = 
         else:
             if saved.get("prompts") == prompts:  # a hash collision or a stale file never passes
                 return saved["features"].to(backbone.device)
-    modes = [(module, module.training) for module in backbone.modules()]  # each module's own mode
-    backbone.eval()
-    feats = backbone.encode_prompts(prompts).float()
-    for module, training in modes:
-        module.training = training
+    with eval_mode(backbone):
+        feats = backbone.encode_prompts(prompts).float()
     if path:
         try:
             torch_save_atomic({"prompts": prompts, "features": feats.cpu()}, path)

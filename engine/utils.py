@@ -79,6 +79,19 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
 
 
 @contextmanager
+def eval_mode(module) -> Iterator[None]:
+    """`module` in eval mode inside the block; afterwards each submodule gets its own mode back
+    (a plain train(was_training) would switch on the dropout of towers a trainer keeps in eval)."""
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+@contextmanager
 def file_lock(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive advisory lock on `path` (created if needed) for the `with` block.
 
