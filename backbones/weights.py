@@ -204,6 +204,12 @@ def _fetch_if_needed(remote: RemoteFile, folder: str, progress: bool, required: 
     return True
 
 
+def _have_one_of(candidates: list[RemoteFile], folder: str, progress: bool) -> bool:
+    """One of several alternative files (e.g. safetensors or .bin weights) is complete, or fetched now."""
+    return any(is_complete(folder, c) for c in candidates) or any(
+        _fetch_if_needed(c, folder, progress, required=False) for c in candidates)
+
+
 def download(model: str, root: str, overrides: dict[str, str] | None = None, progress: bool = True) -> str:
     """Fetch every file `model` needs into <root>/<model>/, skipping complete ones; returns that folder.
     `model` is a preset name (backbones/configs/<model>.json), an open_clip hub id / ARCH:TAG, or a
@@ -267,8 +273,7 @@ def download_open_clip(source: str, root: str, overrides: dict[str, str] | None 
     # Stored under open_clip's own names, which the loader looks for (the suffix says how to read it).
     local_name = {True: OPEN_CLIP_WEIGHTS[0], False: OPEN_CLIP_WEIGHTS[1]}
     candidates = [remote(repo, name, local_name[name.endswith(".safetensors")]) for name in weight_names]
-    if not any(is_complete(folder, c) for c in candidates) and not any(
-            _fetch_if_needed(c, folder, progress, required=False) for c in candidates):
+    if not _have_one_of(candidates, folder, progress):
         raise DownloadError(f"{hf}/{repo} has none of the weights files {', '.join(weight_names)}.")
     for name in TOKENIZER_FILES:
         _fetch_if_needed(remote(repo, name), folder, progress, required=False)
@@ -303,8 +308,7 @@ def download_transformers(repo: str, root: str, overrides: dict[str, str] | None
 
     _fetch_if_needed(remote("config.json"), folder, progress)
     single = [remote(name) for name in TRANSFORMERS_WEIGHTS]
-    if not any(is_complete(folder, r) for r in single) and not any(
-            _fetch_if_needed(r, folder, progress, required=False) for r in single):
+    if not _have_one_of(single, folder, progress):
         index = next((name for name in (f"{w}.index.json" for w in TRANSFORMERS_WEIGHTS)
                       if _fetch_if_needed(remote(name), folder, progress, required=False)), None)
         if index is None:
