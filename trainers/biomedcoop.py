@@ -114,7 +114,7 @@ class BiomedCoOp(PromptTrainer):
             prompt_scores(image, self.prompt_bank, scale), self.method_cfg.TAU,
             absolute=self.method_cfg.SELECTION == "abs_zscore",
         )
-        self.kept_total += keep.float().mean().item()
+        self.kept_total = self.kept_total + keep.float().mean()  # a tensor: no device sync per step
         self.kept_steps += 1
         teacher_text = F.normalize(self.prompt_bank[:, keep].mean(dim=1), dim=-1)
         return scale * image @ teacher_text.t()
@@ -124,7 +124,7 @@ class BiomedCoOp(PromptTrainer):
         training steps (steps before a resume are not counted; an eval-only run has none)."""
         fields = {**super().result_fields(), "n_prompts": int(self.prompt_bank.shape[1])}
         if self.kept_steps:
-            fields["prompts_kept_share"] = round(self.kept_total / self.kept_steps, 4)
+            fields["prompts_kept_share"] = round(float(self.kept_total) / self.kept_steps, 4)
         return fields
 
     def forward_backward(self, batch: dict) -> dict:
