@@ -23,7 +23,8 @@ from timing import median_time  # noqa: E402
 import backbones  # noqa: E402,F401
 from engine.config import get_cfg_default  # noqa: E402
 from engine.registry import BACKBONE_REGISTRY  # noqa: E402
-from trainers.biomedcoop import kdsp_loss, prompt_scores, sccm_loss, select_prompts  # noqa: E402
+from trainers.biomedcoop import kdsp_loss, sccm_loss  # noqa: E402
+from trainers.prompt_bank import prompt_scores, select_prompts  # noqa: E402
 from trainers.prompt_learner import PromptLearner  # noqa: E402
 
 CLASSES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain", "normal OCT scan",

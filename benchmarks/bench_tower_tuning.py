@@ -102,7 +102,8 @@ def biomedcoop_cached(args) -> dict:
     import backbones  # noqa: F401
     from engine.config import get_cfg_default
     from engine.registry import BACKBONE_REGISTRY
-    from trainers.biomedcoop import kdsp_loss, prompt_scores, sccm_loss, select_prompts
+    from trainers.biomedcoop import kdsp_loss, sccm_loss
+    from trainers.prompt_bank import prompt_scores, select_prompts
     from trainers.prompt_learner import PromptLearner
 
     torch.manual_seed(0)

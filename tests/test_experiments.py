@@ -199,7 +199,7 @@ def test_no_pruning_tau_keeps_every_description_and_one_description_is_kept_quie
 
     import torch
 
-    from trainers.biomedcoop import select_prompts
+    from trainers.prompt_bank import select_prompts
 
     scores = torch.zeros(50)
     scores[0] = 100.0  # the most extreme outlier 50 scores can hold: |z| = 49 / sqrt(50) = 6.93

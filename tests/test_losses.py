@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from trainers.biomedcoop import kdsp_loss, prompt_scores, sccm_loss, select_prompts
+from trainers.biomedcoop import kdsp_loss, sccm_loss
+from trainers.prompt_bank import prompt_scores, select_prompts
 
 
 def test_sccm_is_element_mean_squared_error():

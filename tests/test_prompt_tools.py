@@ -22,7 +22,7 @@ from prompt_checks import SentenceGate, check_ensemble, check_file, clip_counter
 from datasets.benchmarks import BENCHMARKS
 from engine.errors import UserError
 from engine.prompts import PROMPTS_DIR, load_ensemble, read_prompt_file
-from trainers.biomedcoop import select_prompts
+from trainers.prompt_bank import select_prompts
 
 
 @pytest.fixture(scope="module")

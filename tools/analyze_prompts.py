@@ -37,7 +37,7 @@ def class_metrics(bank, feats, labels, tau: float) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
-    from trainers.biomedcoop import prompt_scores, select_prompts
+    from trainers.prompt_bank import prompt_scores, select_prompts
 
     n_cls, n = bank.shape[:2]
     means = F.normalize(bank.mean(dim=1), dim=-1)
@@ -71,7 +71,7 @@ def analyze(cfg, prompt_paths: list[str]) -> dict:
     from engine.prompts import load_ensemble, prompt_file
     from engine.registry import DATASET_REGISTRY
     from engine.utils import set_random_seed
-    from trainers.biomedcoop import encode_prompt_bank
+    from trainers.prompt_bank import encode_prompt_bank
 
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)  # the few-shot draw train.py makes for this seed

@@ -5,8 +5,8 @@
 
 Prompt i of the ensemble is the i-th sentence of every class. For a batch of training images of the
 few-shot subset (the one train.py draws for --shots/--seed), each prompt gets the trainer's score
-(mean over images of the best class similarity, trainers.biomedcoop.prompt_scores) and the trainer's
-rule decides keep/drop (trainers.biomedcoop.select_prompts at --tau). Images go through the test
+(mean over images of the best class similarity, trainers.prompt_bank.prompt_scores) and the trainer's
+rule decides keep/drop (trainers.prompt_bank.select_prompts at --tau). Images go through the test
 transform (no random crop), so the table is reproducible; during training each step scores its own
 augmented batch, so a prompt near the threshold may be kept on some steps and dropped on others.
 Dropped prompts are listed in full: rewrite or replace those sentences to curate the ensemble, and
@@ -32,7 +32,7 @@ from engine.features import FeatureCache, feature_cache_dir
 from engine.prompts import PROMPTS_DIR, load_ensemble, prompt_file
 from engine.registry import BACKBONE_REGISTRY, DATASET_REGISTRY
 from engine.utils import set_random_seed, write_json
-from trainers.biomedcoop import encode_prompt_bank, prompt_scores, select_prompts
+from trainers.prompt_bank import encode_prompt_bank, prompt_scores, select_prompts
 
 
 def common_parser(doc: str) -> argparse.ArgumentParser:

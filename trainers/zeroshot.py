@@ -19,7 +19,7 @@ from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
 from engine.text_cache import encode_prompts_cached
 from engine.trainer import TrainerX
-from trainers.biomedcoop import encode_prompt_bank
+from trainers.prompt_bank import encode_prompt_bank
 
 HAND_CRAFTED_TEMPLATE = "a photo of a {}."
 
