@@ -6,10 +6,10 @@ and `@ text_projection` (768x768). Spliced prompts are fed as `inputs_embeds` wi
 BERT adds position and token-type embeddings to them exactly as to looked-up ids. The logit scale
 is the constant exp(4.4292) the reference hard-codes.
 
+Every text path passes the attention mask, as the reference does (its zero-shot path, prompt
+learner and BiomedCoOp teacher bank alike).
+
 Differences from the reference, on purpose:
-- The reference's `PMCCLIP.forward` (used by zero-shot) calls BERT without the attention mask, so
-  padding changes its text features; here every text path uses the mask, as the reference's
-  prompt learner and BiomedCoOp's teacher bank do.
 - BatchNorm: the reference's BiomedCoOp puts the whole model in train mode, so the ResNet's
   BatchNorm normalises each batch of 4 with batch statistics and drifts its running statistics
   (docs/offline.md, "PMC-CLIP BatchNorm"). Image features here are computed once, in

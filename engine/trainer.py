@@ -74,8 +74,10 @@ def build_backbone(cfg):
 class FeatureBatches:
     """Mini-batches of cached features; epoch e reads augmented view e (mod the number of views).
 
-    Order and length follow Dassl's train loader: RandomSampler (torch's global RNG) and drop_last
-    when there are at least `batch_size` items.
+    Length and sampling follow Dassl's train loader: a RandomSampler permutation from torch's global
+    RNG, and drop_last when there are at least `batch_size` items. That is Dassl's distribution of
+    batches, not its exact order (Dassl's loader makes one more random draw), so a seed's batch order
+    here differs from the reference's.
     """
 
     def __init__(self, feats: torch.Tensor, labels: torch.Tensor, batch_size: int):
