@@ -15,14 +15,13 @@ import sys
 
 from engine.config import (
     check_config_values,
-    config_differences,
     flat_config,
     get_cfg_default,
     merge_from_file,
     merge_from_list,
 )
 from engine.errors import UserError
-from engine.utils import read_json, set_random_seed, setup_logger
+from engine.utils import set_random_seed, setup_logger
 
 
 def load_registries() -> None:
@@ -53,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
     p.add_argument("--skip-finished", action="store_true",
                    help="exit 0 when OUTPUT_DIR/results.json holds this exact config; stop when it holds another")
+    p.add_argument("--wait-for-lock", action="store_true",
+                   help="when another run is writing to OUTPUT_DIR, wait for it to end instead of stopping")
     p.add_argument("--print-model-label", action="store_true",
                    help="print the model label results use (e.g. OpenCLIP-org--name, BiomedCLIP-random) and exit")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, applied last")
@@ -112,20 +113,22 @@ def run_options(args: argparse.Namespace, cfg=None) -> dict:
 
 
 def finished_run_matches(output_dir: str, requested: dict) -> bool:
-    """True when output_dir/results.json was written with `requested`; raises a UserError when not."""
+    """True when output_dir/results.json was written with `requested`; raises a UserError when it was
+    written with other settings. The states come from engine.runs.run_status (shared with the sweep)."""
+    from engine.runs import FAILED, FINISHED, STALE, run_status
+
+    status = run_status(output_dir, requested)
     path = os.path.join(output_dir, "results.json")
-    if not os.path.isfile(path):
-        return False
-    try:
-        record = read_json(path)
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path} cannot be read ({err}); delete it, or rerun with FORCE=1, to redo this seed.") from err
-    finished = record.get("config") if isinstance(record, dict) else None
-    differences = config_differences(finished, requested) if isinstance(finished, dict) else None
-    if differences == []:
+    if status.state == FAILED and status.unreadable:
+        raise UserError(f"{status.reason}; delete it, or rerun with FORCE=1, to redo this seed.")
+    if status.state == FINISHED:
         return True
-    if differences:
-        what = "was made with other settings (finished -> requested):\n  " + "\n  ".join(differences)
+    if status.state != STALE:
+        return False  # nothing finished there (a live writer is stopped by the run lock)
+    if status.differences:
+        shown = status.differences[:8] + ([f"... and {len(status.differences) - 8} more"]
+                                          if len(status.differences) > 8 else [])
+        what = "was made with other settings (finished -> requested):\n  " + "\n  ".join(shown)
     else:
         what = "does not record the settings it was made with, so it cannot be matched to this run."
     raise UserError(
@@ -133,6 +136,51 @@ def finished_run_matches(output_dir: str, requested: dict) -> bool:
         "To keep both, write elsewhere: OUTPUT_ROOT=<another folder> for the scripts (another --output-dir "
         "for train.py). To replace it: FORCE=1 for the scripts (train.py without --skip-finished)."
     )
+
+
+def run(args: argparse.Namespace, cfg) -> int:
+    """Build the trainer, then train or evaluate; log.txt starts once the run has what it needs."""
+    from engine.utils import open_log_file
+
+    if cfg.SEED >= 0:
+        set_random_seed(cfg.SEED)
+    logger = setup_logger(cfg.OUTPUT_DIR, defer=True)
+    logger.info(f"** Arguments **\n{vars(args)}", extra={"file_only": True})
+    logger.info(f"** Config **\n{cfg.dump()}", extra={"file_only": True})
+    if cfg.OUTPUT_DIR:
+        logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
+    from engine.trainer import build_trainer
+
+    trainer = None
+    try:
+        trainer = build_trainer(cfg)  # data, weights and checkpoint checks: a run that stops here leaves no log
+        trainer.run_options = run_options(args, cfg)
+        if args.eval_only:
+            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+        if cfg.OUTPUT_DIR:
+            open_log_file(cfg.OUTPUT_DIR)
+        if args.eval_only:
+            report = trainer.test()
+            trainer.write_results(report, eval_only=True)
+            return 0
+        if not args.no_train:
+            trainer.train()
+    except KeyboardInterrupt:
+        print(f"\n{interrupted_line(trainer, args)}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def interrupted_line(trainer, args: argparse.Namespace) -> str:
+    """The one line a Ctrl-C gets: where the run stopped, and that the same command picks it up."""
+    if trainer is None:
+        return "interrupted before the run started; run the same command again to start it"
+    if args.eval_only:
+        return "interrupted during evaluation; run the same command again to evaluate"
+    if getattr(trainer, "time_start", None) is None:
+        return "interrupted before training started; run the same command again to start it"
+    epoch = max(trainer.epoch, trainer.start_epoch) + 1
+    return f"interrupted at epoch {min(epoch, trainer.max_epoch)}; run the same command again to resume"
 
 
 def main(argv=None) -> int:
@@ -144,31 +192,27 @@ def main(argv=None) -> int:
 
             print(backbone_label(cfg))
             return 0
-        if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, {**flat_config(cfg), **run_options(args, cfg)}):
+        requested = {**flat_config(cfg), **run_options(args, cfg)}
+        if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, requested):
             print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job.")
             return 0
-        if cfg.SEED >= 0:
-            set_random_seed(cfg.SEED)
-        logger = setup_logger(cfg.OUTPUT_DIR)
-        logger.info(f"** Arguments **\n{vars(args)}", extra={"file_only": True})
-        logger.info(f"** Config **\n{cfg.dump()}", extra={"file_only": True})
-        if cfg.OUTPUT_DIR:
-            logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
-        from engine.trainer import build_trainer
+        if not cfg.OUTPUT_DIR:
+            return run(args, cfg)
+        from engine.run_lock import RunLock
 
-        trainer = build_trainer(cfg)
-        trainer.run_options = run_options(args, cfg)
-        if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
-            report = trainer.test()
-            trainer.write_results(report, eval_only=True)
-            return 0
-        if not args.no_train:
-            trainer.train()
+        note = lambda line: print(f"note: {line}", flush=True)  # noqa: E731
+        with RunLock(cfg.OUTPUT_DIR, wait=args.wait_for_lock, on_wait=note) as lock:
+            # The run we waited for may have finished this very run.
+            if lock.waited and args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, requested):
+                print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job.")
+                return 0
+            return run(args, cfg)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    except KeyboardInterrupt:  # while waiting for the lock, or before the run began
+        print("\ninterrupted before the run started; nothing was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

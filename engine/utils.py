@@ -166,8 +166,23 @@ class _TerminalHandler(logging.StreamHandler):
             self.handleError(record)
 
 
-def setup_logger(output_dir: str | None) -> logging.Logger:
-    """Log to stdout and to OUTPUT_DIR/log.txt (a timestamped name if log.txt exists, as Dassl does)."""
+class _HeldRecords(logging.Handler):
+    """Keeps records in memory until the run's log file is opened (see `setup_logger(defer=True)`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def setup_logger(output_dir: str | None, defer: bool = False) -> logging.Logger:
+    """Log to stdout and to OUTPUT_DIR/log.txt (a timestamped name if log.txt exists, as Dassl does).
+
+    defer=True holds the file's lines in memory until `open_log_file()`: a run that stops before it
+    starts (no weights, bad data) then leaves no log.txt, which tables would count as a failed run.
+    """
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.INFO)
     for h in list(logger.handlers):
@@ -178,15 +193,28 @@ def setup_logger(output_dir: str | None) -> logging.Logger:
     stream.setFormatter(fmt)
     logger.addHandler(stream)
     logger.propagate = False
-    if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, "log.txt")
-        if os.path.exists(path):
-            path += time.strftime("-%Y-%m-%d-%H-%M-%S")
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(fmt)
-        logger.addHandler(handler)
+    if output_dir and defer:
+        logger.addHandler(_HeldRecords())
+    elif output_dir:
+        open_log_file(output_dir)
     return logger
+
+
+def open_log_file(output_dir: str) -> None:
+    """Start OUTPUT_DIR/log.txt, writing first the lines held since `setup_logger(defer=True)`."""
+    logger = logging.getLogger(LOGGER_NAME)
+    held = [h for h in logger.handlers if isinstance(h, _HeldRecords)]
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "log.txt")
+    if os.path.exists(path):
+        path += time.strftime("-%Y-%m-%d-%H-%M-%S")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for h in held:
+        for record in h.records:
+            handler.handle(record)
+        logger.removeHandler(h)
+    logger.addHandler(handler)
 
 
 def get_logger() -> logging.Logger:

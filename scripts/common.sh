@@ -31,8 +31,9 @@ dataset_config() {  # dataset_config DATASET [DATA] -> configs/datasets/<dataset
     exit 2
 }
 
-skip_flag() {  # --skip-finished unless FORCE=1 asks to redo finished seeds
+skip_flag() {  # --skip-finished unless FORCE=1 asks to redo finished seeds; WAIT_FOR_LOCK=1: --wait-for-lock
     if [ "${FORCE:-0}" != 1 ]; then echo "--skip-finished"; fi
+    if [ "${WAIT_FOR_LOCK:-0}" = 1 ]; then echo "--wait-for-lock"; fi
 }
 
 weights_tag() {  # "-random" when EXTRA_OPTS sets MODEL.BACKBONE.PRETRAINED False: its own folder

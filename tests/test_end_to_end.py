@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 import torch
 
 import train
@@ -78,8 +77,7 @@ def test_interrupted_run_resumes_to_the_same_result(synthetic_btmri, tmp_path, m
             raise KeyboardInterrupt
 
     monkeypatch.setattr(TrainerX, "after_epoch", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        train.main(train_args(synthetic_btmri, tmp_path / "resumed", extra=extra))
+    assert train.main(train_args(synthetic_btmri, tmp_path / "resumed", extra=extra)) == 130  # Ctrl-C's status
     assert (tmp_path / "resumed" / "resume.pth").exists()
     monkeypatch.setattr(TrainerX, "after_epoch", original)
     assert train.main(train_args(synthetic_btmri, tmp_path / "resumed", extra=extra)) == 0

@@ -1,0 +1,117 @@
+"""Reliability II: one writer per run folder, no silent cross-backbone loads, no silent missing classes,
+no trace of runs that never started, and one line for a full disk or a Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+import train
+from engine.errors import UserError
+from engine.run_lock import LOCK_FILE, RunLock, lock_holder
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def args_for(root, out, *extra, trainer="CoOp_TinyBiomedCLIP", shots=2, epochs=2, flags=()):
+    return [
+        "--root", str(root), "--seed", "1", "--trainer", trainer, *flags,
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+        "--output-dir", str(out), "DATASET.NUM_SHOTS", str(shots), "OPTIM.MAX_EPOCH", str(epochs),
+        "DATALOADER.NUM_WORKERS", "0", *extra,
+    ]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ----- item 3: one writer per run folder --------------------------------------------------------------
+def test_lock_names_the_live_holder_and_is_released_on_exit(tmp_path):
+    run_dir = tmp_path / "run"
+    assert lock_holder(run_dir) is None
+    with RunLock(run_dir, command="python train.py A"):
+        holder = lock_holder(run_dir)
+        assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
+        assert holder["command"] == "python train.py A" and holder["started"]
+        with pytest.raises(UserError) as err:
+            RunLock(run_dir, command="python train.py B").acquire()
+        message = str(err.value)
+        assert f"pid {os.getpid()}" in message and socket.gethostname() in message
+        assert "python train.py A" in message and "--wait-for-lock" in message
+    assert lock_holder(run_dir) is None and not (run_dir / LOCK_FILE).exists()
+    assert not run_dir.exists()  # the lock made the folder, the run wrote nothing: no trace
+
+
+def test_lock_is_released_when_the_run_raises(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(RuntimeError):
+        with RunLock(run_dir):
+            raise RuntimeError("boom")
+    assert not (run_dir / LOCK_FILE).exists() and run_dir.is_dir()  # an existing folder stays
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stale = {"pid": dead_pid(), "host": socket.gethostname(), "started": "2026-01-01T00:00:00+00:00",
+             "command": "killed"}
+    (run_dir / LOCK_FILE).write_text(json.dumps(stale))
+    assert lock_holder(run_dir) is None
+    with RunLock(run_dir):
+        assert lock_holder(run_dir)["pid"] == os.getpid()
+    other_host = {**stale, "host": socket.gethostname() + "-elsewhere"}  # cannot be checked: counts as live
+    (run_dir / LOCK_FILE).write_text(json.dumps(other_host))
+    assert lock_holder(run_dir)["command"] == "killed"
+    with pytest.raises(UserError, match="delete .*run.lock"):
+        RunLock(run_dir).acquire()
+
+
+def hold_lock(run_dir, seconds: float, command: str = "python train.py FIRST") -> subprocess.Popen:
+    """Another process holding run_dir's lock for `seconds`; returns once it holds it."""
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from engine.run_lock import RunLock\n"
+            "with RunLock(sys.argv[2], command=sys.argv[3]):\n"
+            "    print('locked', flush=True); time.sleep(float(sys.argv[4]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, REPO, str(run_dir), command, str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_lock_is_released_on_sigterm(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = hold_lock(run_dir, 60)
+    try:
+        assert lock_holder(run_dir)["pid"] == proc.pid
+        proc.terminate()
+        assert proc.wait(timeout=30) == 143
+    finally:
+        proc.kill()
+    assert lock_holder(run_dir) is None and not (run_dir / LOCK_FILE).exists()
+
+
+def test_second_run_on_a_busy_folder_stops_in_one_line_or_waits(synthetic_btmri, tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = hold_lock(out, 4)
+    try:
+        assert train.main(args_for(synthetic_btmri, out)) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 2 and err.startswith("error: ")
+        assert f"pid {holder.pid}" in err and "python train.py FIRST" in err and "since" in err
+        assert not (out / "log.txt").exists() and not (out / "results.json").exists()
+        assert train.main(args_for(synthetic_btmri, out, flags=["--wait-for-lock"])) == 0
+        assert holder.poll() is not None  # it ran once the first one had let go
+        assert "waiting for the run holding" in capsys.readouterr().out
+        assert (out / "results.json").exists() and not (out / LOCK_FILE).exists()
+    finally:
+        holder.kill()
+        holder.wait()
