@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 from dataclasses import dataclass, field, replace
 
 from engine.config import NON_RESULT_KEYS
@@ -195,7 +196,10 @@ def _lock_holder(run_dir: str) -> dict | None:
         from engine.run_lock import lock_holder
     except ImportError:  # a tree without run locks: no run counts as running
         return None
-    return lock_holder(run_dir)
+    holder = lock_holder(run_dir)
+    if holder and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+        return None  # this very process holds it (train.py checks again once it has the lock)
+    return holder
 
 
 def log_tail(run_dir: str, lines: int = 15) -> list[str]:

@@ -120,3 +120,12 @@ def test_status_of_a_finished_run_carries_its_record(tmp_path, state):
     requested = CONFIG if state == FINISHED else {**CONFIG, "OPTIM.MAX_EPOCH": 1}
     status = run_status(run, requested)
     assert status.state == state and status.record["accuracy"] == 61.5
+
+
+def test_the_lock_of_this_very_process_is_not_another_writer(tmp_path):
+    run_lock = pytest.importorskip("engine.run_lock")
+    run = str(tmp_path / "seed1")
+    write_record(run)
+    with run_lock.RunLock(run):
+        assert run_lock.lock_holder(run) is not None
+        assert run_status(run, CONFIG).state == FINISHED
