@@ -87,6 +87,11 @@ def get_cfg_default() -> CN:
     # Augmented views cached per training image; view e is what epoch e sees. 0 = one per epoch
     # (the reference's augmentation distribution); fewer views is a documented speed option.
     _C.FEATURES.TRAIN_VIEWS = 0
+    # Which seed draws view e's crop: "shared" (the image and e only: the same crop for every run
+    # seed and K, so one cache serves a whole grid; seeds then differ by their few-shot draw, init
+    # and batch order) or "run" (also the run's seed: as independent as the reference's
+    # augmentation, at the cost of extracting each seed's views separately).
+    _C.FEATURES.VIEW_SEED = "shared"
     # Precision of the frozen image tower while features are extracted: auto (bf16 autocast on a
     # GPU that supports it, else fp16 autocast; fp32 on CPU), fp32, bf16 or fp16. Part of the cache
     # file names, so features of different precisions never mix.
@@ -291,5 +296,8 @@ def check_config_values(cfg: CN) -> None:
     if cfg.DATASET.FEWSHOT_PROTOCOL not in FEWSHOT_PROTOCOLS:
         raise UserError(f"DATASET.FEWSHOT_PROTOCOL must be {' or '.join(FEWSHOT_PROTOCOLS)}; "
                         f"got {cfg.DATASET.FEWSHOT_PROTOCOL!r}.")
+    if cfg.FEATURES.VIEW_SEED not in ("shared", "run"):
+        raise UserError(f"FEATURES.VIEW_SEED must be shared (one crop per image and view for every run) or "
+                        f"run (crops also depend on the run's seed); got {cfg.FEATURES.VIEW_SEED!r}.")
     if cfg.DATASET.SUBSAMPLE_CLASSES.lower() not in ("all", "base", "new"):
         raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {cfg.DATASET.SUBSAMPLE_CLASSES!r}.")

@@ -285,7 +285,7 @@ def build_transform(cfg, is_train: bool) -> T.Compose:
 
 def transform_spec(cfg, is_train: bool) -> dict:
     """What determines a transform's output, for feature-cache keys."""
-    return {
+    spec = {
         "train": bool(is_train and "random_resized_crop" in cfg.INPUT.TRANSFORMS),
         "flip": bool(is_train and "random_flip" in cfg.INPUT.TRANSFORMS),
         "size": list(cfg.INPUT.SIZE),
@@ -294,6 +294,9 @@ def transform_spec(cfg, is_train: bool) -> dict:
         "mean": list(cfg.INPUT.PIXEL_MEAN),
         "std": list(cfg.INPUT.PIXEL_STD),
     }
+    if spec["train"] and cfg.FEATURES.VIEW_SEED == "run":  # crops of this run only: their own cache files
+        spec["view_salt"] = f"seed{cfg.SEED}"
+    return spec
 
 
 class DatasetWrapper:

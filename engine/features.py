@@ -34,12 +34,15 @@ def _key(item: Datum) -> str:
     return item.relpath or item.impath
 
 
-def view_seed(key: str, view: int) -> int:
-    return zlib.crc32(f"{key}|{view}".encode())
+def view_seed(key: str, view: int, salt: str = "") -> int:
+    """Seed of the crop of (image, view). With FEATURES.VIEW_SEED shared (no salt) it is the same in
+    every run, so one cache serves every seed and K; `run` salts it with the run's seed."""
+    return zlib.crc32(f"{key}|{view}{'|' + salt if salt else ''}".encode())
 
 
 class _ViewDataset(Dataset):
-    def __init__(self, jobs: list[tuple[Datum, int]], transform, seeded: bool):
+    def __init__(self, jobs: list[tuple[Datum, int]], transform, seeded: bool | str):
+        # seeded: False for deterministic transforms, True for shared crops, or a salt string
         self.jobs, self.transform, self.seeded = jobs, transform, seeded
 
     def __len__(self) -> int:
@@ -52,7 +55,8 @@ class _ViewDataset(Dataset):
             return self.transform(img)
         # The crop of (image, view) is the same in every run, process and worker.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed(item.relpath or item.impath, view))
+            salt = self.seeded if isinstance(self.seeded, str) else ""
+            torch.manual_seed(view_seed(item.relpath or item.impath, view, salt))
             return self.transform(img)
 
 
@@ -128,7 +132,7 @@ class FeatureCache:
         self, items: Sequence[Datum], transform, spec: dict, views: int = 1, desc: str = "features"
     ) -> torch.Tensor:
         """Features of `items` under `transform`, shape (views, N, D); missing or stale ones are computed and saved."""
-        seeded = bool(spec.get("train"))
+        seeded = (spec.get("view_salt") or True) if spec.get("train") else False
         paths = [self._path(spec, v) for v in range(views)]
         tables = [self._table(p) for p in paths]
         stamps = {_key(d): file_stamp(d.impath) for d in items}
