@@ -79,6 +79,9 @@ def get_cfg_default() -> CN:
     # and pretrained tag ("ViT-B-16:openai"), an "hf-hub:org/name" id, or a transformers hub id.
     # Named families (BiomedCLIP, CLIP, ...) ignore it.
     _C.MODEL.BACKBONE.HUB = ""
+    # A checkpoint records the method and backbone it was trained with; loading it into another
+    # stops (same widths would load silently). True loads it anyway, for a deliberate transfer.
+    _C.MODEL.ALLOW_CHECKPOINT_MISMATCH = False
 
     # Frozen image-tower features are computed once and reused (engine/features.py).
     _C.FEATURES = CN()

@@ -134,6 +134,19 @@ def subsample_classes(*splits: Sequence[Datum], subsample: str = "all") -> list[
     ]
 
 
+def classes_without_training_images(train: Sequence[tuple[int, str]],
+                                    others: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """(label, class string) of every class the other splits use, or that a label gap skips, with no
+    training image. The class list is read from the training images, so such a class could never be
+    predicted: its test images would all count as errors."""
+    trained = {label for label, _ in train}
+    names: dict[int, str] = {}
+    for label, name in [*others, *train]:
+        names.setdefault(label, name)
+    every = set(names) | set(range(max(names, default=-1) + 1))
+    return [(label, names.get(label, "")) for label in sorted(every - trained)]
+
+
 class DatasetBase:
     """Holds train_x / val / test lists of Datum and derives the class list from train_x."""
 
@@ -148,6 +161,22 @@ class DatasetBase:
         self._num_classes = max(labels) + 1 if labels else 0
         self._lab2cname = dict(sorted(labels.items()))
         self._classnames = [self._lab2cname.get(i, "") for i in range(self._num_classes)]
+        self.check_training_classes()
+
+    def check_training_classes(self) -> None:
+        """Every class needs a training image (after the few-shot draw and base/new subsampling)."""
+        pairs = lambda items: [(d.label, d.classname) for d in items]  # noqa: E731
+        missing = classes_without_training_images(pairs(self._train_x), pairs(self._val) + pairs(self._test))
+        if not missing:
+            return
+        where = getattr(self, "split_path", "") or "the dataset"
+        shown = ", ".join(f"{label} '{name}'" if name else str(label) for label, name in missing)
+        raise UserError(
+            f"{where}: class(es) {shown} have no training image in this run, so they could never be predicted "
+            "(the class list is read from the training images). Give each class at least one train image in "
+            "the split file, or remove the class from every split (labels 0..N-1 without gaps); "
+            "tools/check_data.py lists every such problem."
+        )
 
     train_x = property(lambda self: self._train_x)
     train_u = property(lambda self: self._train_u)

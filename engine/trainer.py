@@ -317,9 +317,42 @@ class TrainerX:
         }
 
     def save_model(self, epoch: int, directory: str) -> None:
-        """Dassl layout: <dir>/<model name>/model.pth.tar-<epoch>."""
+        """Dassl layout: <dir>/<model name>/model.pth.tar-<epoch>, recording what it was trained with."""
         for name in self._models:
-            torch_save_atomic(self._state(name), os.path.join(directory, name, f"model.pth.tar-{epoch}"))
+            state = {**self._state(name), "trained_with": self.checkpoint_identity()}
+            torch_save_atomic(state, os.path.join(directory, name, f"model.pth.tar-{epoch}"))
+
+    def checkpoint_identity(self) -> dict:
+        """Method and backbone (family and model label: hub id or folder for the generic families,
+        "-random" for random weights) a checkpoint belongs to; loading checks them."""
+        method, _ = split_trainer_name(self.cfg.TRAINER.NAME)
+        return {"method": method, "backbone": self.cfg.MODEL.BACKBONE.NAME, "model": backbone_label(self.cfg)}
+
+    def check_checkpoint_identity(self, path: str, ckpt: dict) -> None:
+        """Stop when `path` was trained with another method or backbone (their widths can agree, so
+        the tensors would load and the results be filed under the wrong model), unless
+        MODEL.ALLOW_CHECKPOINT_MISMATCH says it is deliberate. Checkpoints from before the record
+        (the authors' released ones) load unchecked, with a note."""
+        mine = self.checkpoint_identity()
+        saved = ckpt.get("trained_with")
+        if not isinstance(saved, dict):
+            self.logger.info(f"note: {path} does not record the method and backbone it was trained with "
+                             f"(an older or released checkpoint); loading it into {mine['method']} on "
+                             f"{mine['model']} without that check")
+            return
+        differs = [k for k in ("method", "model") if saved.get(k) != mine[k]]
+        if not differs:
+            return
+        what = " and ".join(f"{k} {saved.get(k)} (this run: {mine[k]})" for k in differs)
+        if self.cfg.MODEL.ALLOW_CHECKPOINT_MISMATCH:
+            self.logger.info(f"note: {path} was trained with {what}; loaded anyway (MODEL.ALLOW_CHECKPOINT_MISMATCH)")
+            return
+        raise UserError(
+            f"{path} was trained with {what}. Evaluate it with the trainer it was trained with "
+            f"({saved.get('method')}_{saved.get('backbone')}), or add MODEL.ALLOW_CHECKPOINT_MISMATCH True "
+            "to load it into this one on purpose."
+        )
+
 
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         if not directory:
@@ -341,6 +374,7 @@ class TrainerX:
             if not os.path.isfile(path):
                 raise UserError(f"Checkpoint not found: {path}. Check --model-dir and --load-epoch.")
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            self.check_checkpoint_identity(path, ckpt)
             self.logger.info(f"Loading weights to {name} from {path} (epoch = {ckpt.get('epoch')})")
             self.load_state(name, model, ckpt["state_dict"])
 

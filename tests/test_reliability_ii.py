@@ -115,3 +115,72 @@ def test_second_run_on_a_busy_folder_stops_in_one_line_or_waits(synthetic_btmri,
     finally:
         holder.kill()
         holder.wait()
+
+
+def make_data(root, per_class: int = 6) -> str:
+    """A private synthetic BTMRI (tests here edit its split)."""
+    from make_synthetic_dataset import write_dataset
+
+    write_dataset(str(root), "BTMRI", per_class=per_class, size=16)
+    return str(root)
+
+
+# ----- item 1: a checkpoint loads only into the method and backbone it was trained with ---------------
+def test_checkpoint_of_another_backbone_is_refused_naming_both(synthetic_btmri, tmp_path, capsys):
+    import torch
+
+    src = tmp_path / "pmc"
+    assert train.main(args_for(synthetic_btmri, src, trainer="CoOp_TinyPMCCLIP", epochs=1)) == 0
+    ckpt_path = src / "prompt_learner" / "model.pth.tar-1"
+    saved = torch.load(ckpt_path, weights_only=False)["trained_with"]
+    assert saved == {"method": "CoOp", "backbone": "TinyPMCCLIP", "model": "TinyPMCCLIP"}
+    capsys.readouterr()
+
+    def evaluate(out, *extra, trainer="CoOp_TinyBiomedCLIP"):
+        return train.main(args_for(synthetic_btmri, out, *extra, trainer=trainer, epochs=1,
+                                   flags=["--eval-only", "--model-dir", str(src), "--load-epoch", "1"]))
+
+    assert evaluate(tmp_path / "swapped") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "TinyPMCCLIP" in err and "TinyBiomedCLIP" in err
+    assert "MODEL.ALLOW_CHECKPOINT_MISMATCH True" in err
+    assert not (tmp_path / "swapped").exists()  # refused before anything was written
+    assert evaluate(tmp_path / "other_method", trainer="KgCoOp_TinyPMCCLIP") == 2
+    assert "method CoOp (this run: KgCoOp)" in capsys.readouterr().err
+
+    assert evaluate(tmp_path / "deliberate", "MODEL.ALLOW_CHECKPOINT_MISMATCH", "True") == 0
+    assert "loaded anyway" in (tmp_path / "deliberate" / "log.txt").read_text()
+    assert json.load(open(tmp_path / "deliberate" / "results.json"))["backbone"] == "TinyBiomedCLIP"
+
+    # A checkpoint from before the record (the authors' released ones) still loads, with a note.
+    state = torch.load(ckpt_path, weights_only=False)
+    del state["trained_with"]
+    torch.save(state, ckpt_path)
+    assert evaluate(tmp_path / "old", trainer="CoOp_TinyPMCCLIP") == 0
+    assert "does not record the method and backbone" in (tmp_path / "old" / "log.txt").read_text()
+
+
+# ----- item 2: every class needs a training image ------------------------------------------------------
+def test_class_without_training_images_stops_naming_it(tmp_path, capsys):
+    from engine.utils import read_json, write_json
+
+    data = make_data(tmp_path / "data")
+    split_path = os.path.join(data, "BTMRI", "split_BTMRI.json")
+    split = read_json(split_path)
+    gone = split["train"][0][2] if split["train"][0][1] == 0 else next(r[2] for r in split["train"] if r[1] == 0)
+    split["train"] = [row for row in split["train"] if row[1] != 0]  # a hand-edited split
+    write_json(split, split_path)
+    out = tmp_path / "run"
+    assert train.main(args_for(data, out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"0 '{gone}'" in err and "no training image" in err
+    assert "tools/check_data.py" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_classes_without_training_images_rule():
+    from engine.data import classes_without_training_images
+
+    assert classes_without_training_images([(0, "a"), (1, "b")], [(1, "b"), (0, "a")]) == []
+    assert classes_without_training_images([(0, "a")], [(2, "c")]) == [(1, ""), (2, "c")]
+    assert classes_without_training_images([(1, "b")], []) == [(0, "")]  # a gap in the labels

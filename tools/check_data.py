@@ -24,7 +24,7 @@ import _bootstrap  # noqa: F401
 from tqdm import tqdm
 
 from datasets.benchmarks import BENCHMARKS
-from engine.data import Datum, stale_fewshot_rows
+from engine.data import Datum, classes_without_training_images, stale_fewshot_rows
 from engine.errors import UserError
 from engine.prompts import prompt_file, read_prompt_file
 from engine.utils import read_json
@@ -109,12 +109,12 @@ def check_classes(rows: dict[str, list], spec, report: Report, split_path: str) 
     classnames = [names_of[label].most_common(1)[0][0] for label in labels]
     if labels != list(range(len(labels))):
         report.problems.append(f"{split_path}: labels must be 0..{len(labels) - 1} without gaps; found {labels}")
-    train_labels = {label for _, label, _ in rows["train"]}
-    for label in labels:
-        if label not in train_labels:
+    train_pairs = [(label, name) for _, label, name in rows["train"]]
+    other_pairs = [(label, name) for part in SPLITS if part != "train" for _, label, name in rows[part]]
+    for label, name in classes_without_training_images(train_pairs, other_pairs):
+        if label in names_of:  # a label gap is reported above
             report.problems.append(
-                f"{split_path}: class {label} '{names_of[label].most_common(1)[0][0]}' has no train image "
-                "(the class list is read from train)"
+                f"{split_path}: class {label} '{name}' has no train image (the class list is read from train)"
             )
     seen_for_name: dict[str, int] = {}
     for label, name in zip(labels, classnames):
