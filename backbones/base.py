@@ -14,6 +14,7 @@ import re
 import torch
 from torch import nn
 
+from backbones.tower_hooks import TowerHooks, TowerLayers, TowerUnsupported, applied, check_layers, require, splice
 from engine.errors import UserError
 
 WEIGHTS_ENV = "BIOMEDCOOP_WEIGHTS_DIR"
@@ -101,6 +102,45 @@ class Backbone(nn.Module):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    # --- the tower hook contract (backbones/tower_hooks.py): deep prompts and activation steering ---
+    def tower_layers(self, tower: str) -> TowerLayers:
+        """The blocks of the "image" or "text" tower; raises TowerUnsupported when it has none."""
+        raise TowerUnsupported("exposes no transformer blocks")
+
+    def encode_image_hooked(self, images: torch.Tensor, hooks: TowerHooks) -> torch.Tensor:
+        """encode_image with deep prompts and/or steering inside the image tower."""
+        layers = require(self, "a method with tower hooks", {"image": "deep prompts or steering"})["image"]
+        check_layers(hooks, layers, "image")
+        with applied(layers, hooks, slot=None):
+            return self.encode_image(images)
+
+    def encode_text_hooked(self, embeds: torch.Tensor, ids: torch.Tensor, hooks: TowerHooks) -> torch.Tensor:
+        """encode_text_embeddings with deep prompts and/or steering inside the text tower."""
+        layers = require(self, "a method with tower hooks", {"text": "deep prompts or steering"})["text"]
+        check_layers(hooks, layers, "text")
+        if hooks.prompts and not hooks.context_slots:  # layer 0: spliced in as context-like tokens
+            embeds, ids = self.insert_text_slots(embeds, ids, hooks.prompts[0])
+            deeper = {i: p for i, p in hooks.prompts.items() if i != 0}
+            hooks = TowerHooks(deeper, hooks.steer, context_slots=True)
+        with applied(layers, hooks, slot=self.start_tokens):
+            return self.encode_text_embeddings(embeds, ids)
+
+    def insert_text_slots(self, embeds: torch.Tensor, ids: torch.Tensor, tokens: torch.Tensor):
+        """`tokens` spliced in after the start tokens, with filler ids there (real, non-end tokens, so
+        masks and end positions cover them); trailing padding gives way when the context is full."""
+        n, start = int(tokens.shape[-2]), self.start_tokens
+        if ids.shape[1] + n > self.context_length:
+            keep = self.context_length - n
+            longest = int(self.real_lengths(ids).max())
+            if longest > keep:
+                raise UserError(f"{self.name}: prompts of {longest} tokens plus {n} inserted prompt tokens exceed "
+                                f"the text context length {self.context_length}; use fewer prompt tokens.")
+            embeds, ids = embeds[:, :keep], ids[:, :keep]
+        if not hasattr(self, "_filler_id"):
+            self._filler_id = int(self.tokenize(["X"])[0, start])
+        filler = torch.full((ids.shape[0], n), self._filler_id, dtype=ids.dtype, device=ids.device)
+        return splice(embeds, tokens, start), torch.cat([ids[:, :start], filler, ids[:, start:]], dim=1)
 
     def cache_key(self) -> str:
         """Identifies these weights, for feature caches: name + a hash of a sample of every tensor."""

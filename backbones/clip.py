@@ -25,6 +25,7 @@ import functools
 import torch
 
 from backbones.base import Backbone, load_family_config
+from backbones.tower_hooks import TowerLayers, TowerUnsupported
 from backbones.twins import seeded
 from backbones.weights import load_weights, locate_weights, require
 from engine.errors import UserError
@@ -52,6 +53,20 @@ def _text_pieces(model) -> tuple[torch.nn.Module, str, int | None]:
     if hasattr(model, "token_embedding"):
         return model, model.text_pool_type, getattr(model, "text_eos_id", None)
     return model.text, model.text.pool_type, getattr(model.text, "eos_id", None)
+
+
+def open_clip_image_layers(visual) -> TowerLayers:
+    """The hook points of an open_clip image tower: a timm ViT trunk (BiomedCLIP) or open_clip's own
+    VisionTransformer; the layer-0 image prompts enter before the pre-norm (norm_pre / ln_pre)."""
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "norm_pre"):
+        return TowerLayers(list(trunk.blocks), True, trunk.embed_dim, entry=trunk.norm_pre)
+    transformer = getattr(visual, "transformer", None)
+    if transformer is not None and hasattr(transformer, "resblocks") and hasattr(visual, "ln_pre"):
+        return TowerLayers(list(transformer.resblocks), getattr(transformer, "batch_first", True),
+                           transformer.width, entry=visual.ln_pre)
+    kind = type(trunk if trunk is not None else visual).__name__
+    raise TowerUnsupported(f"is a {kind} with no transformer blocks to hold prompts or steering")
 
 
 class TextTransformerCLIP(Backbone):
@@ -131,6 +146,12 @@ class TextTransformerCLIP(Backbone):
     @property
     def text_tower(self):
         return self.model.transformer if hasattr(self.model, "token_embedding") else self.model.text
+
+    def tower_layers(self, tower: str) -> TowerLayers:
+        if tower == "image":
+            return open_clip_image_layers(self.model.visual)
+        transformer = _text_pieces(self.model)[0].transformer
+        return TowerLayers(list(transformer.resblocks), getattr(transformer, "batch_first", True), transformer.width)
 
 
 def build_clip(config: dict):

@@ -55,7 +55,8 @@ import torch
 from torch import nn
 
 from backbones.base import WEIGHTS_ENV, Backbone, hub_problem, safe_name
-from backbones.open_clip_family import source_label
+from backbones.open_clip_family import hf_text_layers, source_label
+from backbones.tower_hooks import TowerLayers
 from backbones.twins import _WORDS, seeded
 from engine.errors import UserError
 from engine.registry import BACKBONE_REGISTRY
@@ -172,6 +173,14 @@ class HFDualEncoder(Backbone):
     @property
     def image_tower(self) -> nn.Module:
         return self.model.vision_model
+
+    def tower_layers(self, tower: str) -> TowerLayers:
+        if tower == "text":
+            return hf_text_layers(self.model.text_model)
+        vision = self.model.vision_model
+        layers = hf_text_layers(vision)  # same encoder layout; CLIP's pre_layrnorm takes the layer-0 prompts
+        layers.entry = getattr(vision, "pre_layrnorm", None)
+        return layers
 
 
 def _special_counts(tokenizer) -> tuple[int, int]:

@@ -39,7 +39,8 @@ from backbones.base import (
     missing_weights_error,
     safe_name,
 )
-from backbones.clip import TextTransformerCLIP
+from backbones.clip import TextTransformerCLIP, open_clip_image_layers
+from backbones.tower_hooks import TowerLayers
 from backbones.twins import TINY_VIT, bert_folder, register_tiny_vit, seeded, toy_vocab
 from backbones.weights import load_weights
 from engine.errors import UserError
@@ -101,6 +102,18 @@ class HFTextCLIP(Backbone):
     @property
     def text_tower(self):
         return self.model.text
+
+    def tower_layers(self, tower: str) -> TowerLayers:
+        if tower == "image":
+            return open_clip_image_layers(self.model.visual)
+        return hf_text_layers(self.model.text.transformer)
+
+
+def hf_text_layers(hf) -> TowerLayers:
+    """The blocks of a Hugging Face encoder (BERT-style `encoder.layer`, CLIP-style `encoder.layers`)."""
+    encoder = hf.encoder
+    blocks = encoder.layer if hasattr(encoder, "layer") else encoder.layers
+    return TowerLayers(list(blocks), True, hf.config.hidden_size)
 
 
 # ----- configs, tiny twins ---------------------------------------------------------------------

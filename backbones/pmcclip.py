@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from backbones.base import Backbone, load_family_config
+from backbones.tower_hooks import TowerLayers, TowerUnsupported
 from backbones.twins import bert_folder, seeded, toy_vocab
 from backbones.weights import load_weights, locate_weights, read_weights, require, torch_load
 from engine.errors import UserError
@@ -112,6 +113,11 @@ class PMCCLIP(Backbone):
     @property
     def text_tower(self):
         return self.model.text
+
+    def tower_layers(self, tower: str) -> TowerLayers:
+        if tower == "image":
+            raise TowerUnsupported("is a ResNet-50 (ModifiedResNet) with no token stream to hold prompts or steering")
+        return TowerLayers(list(self.model.text.encoder.layer), True, self.token_width)
 
 
 def _pmc_state(path: str) -> dict:
