@@ -1,11 +1,13 @@
-"""tools/analyze_prompts.py: the per-class ensemble measures by hand, and the tool on a twin."""
+"""tools/analyze_prompts.py (prompts.analysis): the per-class ensemble measures by hand, and the tool on a twin."""
 
 import json
 import math
 import os
 
 import torch
-from analyze_prompts import class_metrics, main
+from analyze_prompts import main
+
+from prompts.analysis import class_metrics
 
 
 def test_class_metrics_by_hand():

@@ -17,11 +17,12 @@ import generate_prompts
 import inspect_prompts
 import pytest
 import torch
-from prompt_checks import SentenceGate, check_ensemble, check_file, clip_counter
 
 from datasets.benchmarks import BENCHMARKS
 from engine.errors import UserError
 from engine.prompts import PROMPTS_DIR, load_ensemble, read_prompt_file
+from prompts import generate
+from prompts.checks import SentenceGate, check_ensemble, check_file, clip_counter
 from trainers.prompt_bank import select_prompts
 
 
@@ -240,8 +241,8 @@ def test_generator_against_fake_server(tmp_path, capsys, counters):
     assert all(c["path"] == "/v1/chat/completions" and c["auth"] == "Bearer sk-test" for c in calls)
     assert calls[0]["body"]["model"] == "fake-model"
     system, user = calls[0]["body"]["messages"]
-    assert system["content"] == generate_prompts.SYSTEM_PROMPT
-    assert user["content"] == generate_prompts.request_text("Toy", "toy MRI", CLASSES, CLASSES[0], 10)
+    assert system["content"] == generate.SYSTEM_PROMPT
+    assert user["content"] == generate.request_text("Toy", "toy MRI", CLASSES, CLASSES[0], 10)
     assert "do not repeat or paraphrase" in calls[-1]["body"]["messages"][-1]["content"]
     data = read_prompt_file(str(out))
     assert data["dataset"] == "Toy" and data["modality"] == "toy MRI" and list(data["classes"]) == CLASSES
@@ -301,13 +302,13 @@ def test_generator_classes_from_split(synthetic_btmri, capsys):
 
 
 def test_reply_parsing():
-    parse = generate_prompts.parse_sentences
+    parse = generate.parse_sentences
     assert parse('["one two three", "four five six."]') == ["One two three.", "Four five six."]
     assert parse('{"descriptions": ["a b c."]}') == ["A b c."]
     assert parse("Sure, here they are:\n1) a b c\n- \"d e f.\"\n\n* g h i.\nok\nLet me know if you need more.") == [
         "A b c.", "D e f.", "G h i."]
-    assert generate_prompts.retry_after_seconds("7") == 7.0
-    assert generate_prompts.retry_after_seconds(None) is None
+    assert generate.retry_after_seconds("7") == 7.0
+    assert generate.retry_after_seconds(None) is None
 
 
 # ----- inspect_prompts ------------------------------------------------------------------------------

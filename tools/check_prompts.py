@@ -15,25 +15,23 @@ is broken, 2 the command itself is wrong (unknown dataset, missing file).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import _bootstrap  # noqa: F401
-from prompt_checks import (
+
+from engine.errors import UserError
+from engine.prompts import PROMPTS_DIR
+from prompts.checks import (
     ACROSS_NEAR,
     DEFAULT_MIN,
     NEAR,
     Report,
-    benchmark_classnames,
     check_file,
+    check_jobs,
     default_counters,
     format_report,
-    split_classnames,
 )
-
-from engine.errors import UserError
-from engine.prompts import PROMPTS_DIR, prompt_file
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -54,47 +52,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def resolve(args) -> list[tuple[str, str, list[str] | None, str | None]]:
-    """(dataset, path, expected classes or None, note) per dataset to check; UserError on a bad command."""
-    from datasets.benchmarks import BENCHMARKS, spec_for
-
-    names = args.datasets or list(BENCHMARKS)
-    if (args.file or args.split) and len(names) != 1:
-        raise UserError("--file and --split apply to one dataset: name exactly one DATASET with them.")
-    if not 0 < args.near <= 1 or not 0 < args.across_near <= 1:
-        raise UserError("--near and --across-near are similarities in (0, 1].")
-    if args.min < 1:
-        raise UserError("--min must be at least 1.")
-    jobs = []
-    for name in names:
-        expected, note = None, None
-        if args.split:
-            expected = split_classnames(args.split)
-        else:
-            try:
-                name = spec_for(name).name  # btmri -> BTMRI
-                expected = benchmark_classnames(name)
-            except UserError:
-                if args.root:
-                    expected = split_classnames(os.path.join(os.path.expanduser(args.root), name,
-                                                             f"split_{name}.json"))
-                else:
-                    note = (f"'{name}' is not a benchmark: class coverage not checked "
-                            "(pass --root DATA or --split FILE to check it).")
-        path = args.file or prompt_file(name, args.dir)
-        if not os.path.isfile(path):
-            have = sorted(f[:-5] for f in os.listdir(args.dir) if f.endswith(".json")) if os.path.isdir(
-                args.dir) else []
-            raise UserError(f"No prompt file {path}." + (f" Files in {args.dir}: {', '.join(have)}." if have else ""))
-        jobs.append((name, path, expected, note))
-    return jobs
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     start = time.time()
     try:
-        jobs = resolve(args)
+        if not 0 < args.near <= 1 or not 0 < args.across_near <= 1:
+            raise UserError("--near and --across-near are similarities in (0, 1].")
+        if args.min < 1:
+            raise UserError("--min must be at least 1.")
+        jobs = check_jobs(args.datasets, args.dir, args.file, args.split, args.root)
         counters, notes = default_counters(args.bert_vocab)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The rules of a prompt ensemble (clip_prompts/README.md), shared by check_prompts and generate_prompts.
+"""The rules of a prompt ensemble (clip_prompts/README.md): what tools/check_prompts.py reports and what
+tools/generate_prompts.py admits.
 
 An ensemble is {classname: [sentence, ...]}. Errors break a rule; warnings are worth a look but do
 not fail a check. Sentence positions are 0-based indices: index i is prompt i of load_ensemble.
@@ -13,12 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
-import _bootstrap  # noqa: F401
-
 from engine.errors import UserError
-from engine.prompts import read_prompt_file
+from engine.prompts import prompt_file, read_prompt_file
 
-REPO = _bootstrap.REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_MIN = 50
 CLIP_CONTEXT = 77  # CLIP's context length, start and end tokens included
 NEAR = 0.7  # within a class: word-set or character-trigram Jaccard at or above this is a near-duplicate
@@ -420,6 +419,41 @@ def benchmark_classnames(dataset: str) -> list[str] | None:
 
     spec = BENCHMARKS.get(dataset)
     return list(spec.classnames) if spec else None
+
+
+def check_jobs(datasets: Sequence[str], directory: str, file: str | None = None, split: str | None = None,
+               root: str | None = None) -> list[tuple[str, str, list[str] | None, str | None]]:
+    """(dataset, prompt file, expected classes or None, note) per dataset; no names = the 11 benchmarks.
+
+    Expected classes come from `split`, else the benchmark table, else ROOT/NAME/split_NAME.json.
+    """
+    from datasets.benchmarks import BENCHMARKS, spec_for
+
+    names = list(datasets) or list(BENCHMARKS)
+    if (file or split) and len(names) != 1:
+        raise UserError("--file and --split apply to one dataset: name exactly one DATASET with them.")
+    jobs = []
+    for name in names:
+        expected, note = None, None
+        if split:
+            expected = split_classnames(split)
+        else:
+            try:
+                name = spec_for(name).name  # btmri -> BTMRI
+                expected = benchmark_classnames(name)
+            except UserError:
+                if root:
+                    expected = split_classnames(os.path.join(os.path.expanduser(root), name, f"split_{name}.json"))
+                else:
+                    note = (f"'{name}' is not a benchmark: class coverage not checked "
+                            "(pass --root DATA or --split FILE to check it).")
+        path = file or prompt_file(name, directory)
+        if not os.path.isfile(path):
+            have = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(
+                directory) else []
+            raise UserError(f"No prompt file {path}." + (f" Files in {directory}: {', '.join(have)}." if have else ""))
+        jobs.append((name, path, expected, note))
+    return jobs
 
 
 # ----- printing ------------------------------------------------------------------------------------

@@ -1,0 +1,83 @@
+"""tools/ as thin entry points over the domain packages: quick --help, no tool importing another, the
+logic importable from its package, and the run-weights lookup the prompt and prediction tools share."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.run_weights import checkpoint_epochs, evaluated_model
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO, "tools")
+
+# The tools whose logic moved into prompts/, datasets/, backbones/ and engine/.
+THIN = ["analyze_prompts", "check_prompts", "generate_prompts", "inspect_prompts", "interpret_prompt"]
+
+
+def _help_modules(tool: str) -> set[str]:
+    """Modules loaded while `python tools/<tool>.py --help` runs (reported by the child itself)."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{os.path.join(TOOLS, tool + '.py')!r}, '--help']\n"
+        f"sys.path.insert(0, {TOOLS!r})\n"
+        "try:\n"
+        f"    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stderr.write('MODULES ' + ' '.join(sorted(sys.modules)))\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert "usage:" in done.stdout, done.stdout + done.stderr
+    return set(done.stderr.rsplit("MODULES ", 1)[1].split())
+
+
+@pytest.mark.parametrize("tool", ["analyze_prompts", "inspect_prompts"])
+def test_help_imports_no_torch(tool):
+    loaded = _help_modules(tool)
+    heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "open_clip", "transformers", "timm"))
+    assert not heavy, f"{tool}.py --help imports {heavy[:5]}"
+
+
+@pytest.mark.parametrize("tool", THIN)
+def test_tools_are_thin_and_import_no_other_tool(tool):
+    path = os.path.join(TOOLS, tool + ".py")
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    assert source.count("\n") <= 150, f"{tool}.py has {source.count(chr(10))} lines; its logic belongs in a package"
+    tools = {name[:-3] for name in os.listdir(TOOLS) if name.endswith(".py")} - {"_bootstrap"}
+    imported = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module.split(".")[0])
+    assert not imported & tools, f"{tool}.py imports the tool(s) {sorted(imported & tools)}"
+
+
+def test_evaluated_model_of_trained_new_and_older_eval_only_runs(tmp_path):
+    trained = tmp_path / "base" / "seed1"
+    (trained / "prompt_learner").mkdir(parents=True)
+    for epoch in (10, 2, 5):
+        (trained / "prompt_learner" / f"model.pth.tar-{epoch}").write_bytes(b"")
+    (trained / "prompt_learner" / "model.pth.tar-5.tmp").write_bytes(b"")  # a half-written file is no epoch
+    assert checkpoint_epochs(str(trained / "prompt_learner")) == [2, 5, 10]
+    assert checkpoint_epochs(str(tmp_path / "nowhere")) == []
+    assert evaluated_model(str(trained), {"eval_only": False}) == (str(trained), None)
+
+    recorded = {"eval_only": True, "config": {"run.model_dir": str(trained), "run.load_epoch": 5}}
+    assert evaluated_model(str(tmp_path / "new"), recorded) == (str(trained), 5)
+
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "log.txt").write_text(
+        "** Config **\nSEED: 1\n"
+        f"Loading weights to prompt_learner from {trained / 'prompt_learner' / 'model.pth.tar-10'} (epoch = 10)\n"
+    )
+    assert evaluated_model(str(older), {"eval_only": True}) == (str(trained), 10)
+    assert evaluated_model(str(tmp_path / "bare"), {"eval_only": True}) == (str(tmp_path / "bare"), None)
