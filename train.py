@@ -147,8 +147,6 @@ def run(args: argparse.Namespace, cfg) -> int:
     logger = setup_logger(cfg.OUTPUT_DIR, defer=True)
     logger.info(f"** Arguments **\n{vars(args)}", extra={"file_only": True})
     logger.info(f"** Config **\n{cfg.dump()}", extra={"file_only": True})
-    if cfg.OUTPUT_DIR:
-        logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
     from engine.trainer import build_trainer
 
     trainer = None
@@ -159,6 +157,7 @@ def run(args: argparse.Namespace, cfg) -> int:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
         if cfg.OUTPUT_DIR:
             open_log_file(cfg.OUTPUT_DIR)
+            logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
         if args.eval_only:
             report = trainer.test()
             trainer.write_results(report, eval_only=True)

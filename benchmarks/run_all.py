@@ -39,10 +39,16 @@ sys.path[:0] = [HERE, os.path.join(REPO, "tools")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import _bootstrap  # noqa: E402,F401
-import torch  # noqa: E402
-from bench_biomedcoop_step import CLASSES, full_size_biomedclip, step_functions  # noqa: E402
-from bench_scaling import extraction_seconds, scaling_table  # noqa: E402
-from timing import median_time  # noqa: E402
+
+
+def load_heavy() -> None:
+    """torch and the benchmark helpers (seconds to import), loaded once --help has been answered."""
+    global torch, CLASSES, full_size_biomedclip, step_functions, extraction_seconds, scaling_table, median_time
+    import torch
+    from bench_biomedcoop_step import CLASSES, full_size_biomedclip, step_functions
+    from bench_scaling import extraction_seconds, scaling_table
+    from timing import median_time
+
 
 FULL = {"epochs": 100, "train": 64, "test": 1717, "steps_per_epoch": 16, "n_prompts": 50}
 GPU_NOTE = "no GPU is lent to this machine: every figure is CPU-only, and no CUDA figure was measured"
@@ -185,6 +191,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-prompts", type=int, default=50, help=argparse.SUPPRESS)
     p.add_argument("--test-images", type=int, default=8, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    load_heavy()
     if args.child == "reference":
         print(json.dumps(child_reference(args)))
         return 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -14,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from engine.errors import UserError
 
 # numpy and torch are imported where used: tools that only read JSON (and every --help) start fast.
 
@@ -36,6 +40,64 @@ def _ordinary_mode(fd_or_path: int | str) -> None:
     os.chmod(fd_or_path, 0o666 & ~umask)
 
 
+class NoSpaceError(UserError, OSError):
+    """A write failed for want of disk space (or quota). Also an OSError, so code that carries on
+    without an optional cache file still does."""
+
+
+# What torch.save raises when its stream cannot be written (it hides the errno).
+_TORCH_WRITE_FAILURES = ("unexpected pos", "basic_ios::clear", "PytorchStreamWriter failed writing",
+                         "file write failed")
+
+
+def human_size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _mount_point(folder: str) -> str:
+    here = os.path.abspath(folder)
+    while not os.path.ismount(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    return here
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors and arrays inside `obj` (dicts, lists, tuples): what torch.save will write."""
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(v) for v in obj)
+    nbytes = getattr(obj, "nbytes", None)  # torch tensors and numpy arrays
+    return nbytes if isinstance(nbytes, int) else 0
+
+
+def write_failure(err: BaseException, path: str | os.PathLike, needed: int | None) -> UserError | None:
+    """A one-line UserError for a write that failed on a full disk, with the sizes involved; None
+    for any other failure (which is raised as it is)."""
+    full = isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
+    torch_write = isinstance(err, RuntimeError) and any(s in str(err) for s in _TORCH_WRITE_FAILURES)
+    if not (full or torch_write):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    sizes = (f"writing {os.path.basename(path)} needs about {human_size(needed) if needed else 'an unknown size'}, "
+             f"{human_size(free) if free is not None else 'an unknown amount'} is free there")
+    fix = ("Free some space (feature caches, <DATA>/<NAME>/feature_cache, can be deleted: they are rebuilt) or "
+           "write elsewhere (--output-dir / OUTPUT_ROOT, FEATURES.CACHE_DIR); nothing was half-written, so the "
+           "same command then continues.")
+    if full or (free is not None and needed is not None and free < needed + (64 << 20)):
+        return NoSpaceError(f"no space left on {folder} (file system {_mount_point(folder)}): {sizes}. {fix}")
+    return UserError(f"writing {path} failed ({str(err).strip().splitlines()[0][:200]}); {sizes}. A full disk, a "
+                     f"quota or a network file system that dropped the write are the usual causes. {fix}")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write to a temp file beside `path`, then rename: readers never see half a file."""
     path = Path(path)
@@ -46,9 +108,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        friendly = write_failure(err, path, len(data))
+        if friendly is not None:
+            raise friendly from err
         raise
 
 
@@ -72,9 +137,12 @@ def torch_save_atomic(obj: Any, path: str | os.PathLike) -> None:
         _ordinary_mode(tmp)
         torch.save(obj, tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        friendly = write_failure(err, path, tensor_bytes(obj))
+        if friendly is not None:
+            raise friendly from err
         raise
 
 

@@ -3,6 +3,7 @@ no trace of runs that never started, and one line for a full disk or a Ctrl-C.""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -184,3 +185,122 @@ def test_classes_without_training_images_rule():
     assert classes_without_training_images([(0, "a"), (1, "b")], [(1, "b"), (0, "a")]) == []
     assert classes_without_training_images([(0, "a")], [(2, "c")]) == [(1, ""), (2, "c")]
     assert classes_without_training_images([(1, "b")], []) == [(0, "")]  # a gap in the labels
+
+
+# ----- item 4: a full disk is named, with the sizes, and nothing is half-written -------------------------
+class _FullDisk:
+    """A file object whose writes fail as on a full disk."""
+
+    def __init__(self, fd, *args, **kwargs):
+        os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_full_disk_on_a_json_write_names_the_folder_and_sizes(tmp_path, monkeypatch):
+    from engine import utils
+
+    target = tmp_path / "results.json"
+    target.write_text('{"old": 1}')
+    monkeypatch.setattr(utils.os, "fdopen", _FullDisk)
+    with pytest.raises(UserError) as err:
+        utils.write_json({"accuracy": 1.0}, target)
+    message = str(err.value)
+    assert message.startswith(f"no space left on {tmp_path}") and "results.json needs about" in message
+    assert "free there" in message and "--output-dir" in message
+    assert isinstance(err.value, OSError)  # code that carries on without an optional cache still does
+    assert target.read_text() == '{"old": 1}' and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+@pytest.mark.parametrize("torch_error", [
+    "[enforce fail at inline_container.cc:672] . unexpected pos 4544 vs 4432",
+    "basic_ios::clear: iostream error",
+])
+def test_full_disk_under_torch_save_is_one_line_not_a_torch_traceback(tmp_path, monkeypatch, torch_error):
+    import shutil
+
+    import torch
+
+    from engine import utils
+
+    def failing_save(obj, path):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError(torch_error)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(UserError) as err:
+        utils.torch_save_atomic({"w": torch.zeros(1 << 20)}, tmp_path / "model.pth.tar-1")
+    message = str(err.value)
+    assert message.startswith(f"no space left on {tmp_path}") and "4.0 MB" in message and "1.0 MB is free" in message
+    assert list(tmp_path.iterdir()) == []  # no partial file left
+
+
+def test_full_disk_during_a_run_ends_in_one_line_and_releases_the_folder(synthetic_btmri, tmp_path, monkeypatch,
+                                                                          capsys):
+    import torch
+
+    real_save = torch.save
+
+    def full_for_checkpoints(obj, path):
+        if "model.pth.tar" in str(path) or "resume" in str(path):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+        real_save(obj, path)
+
+    monkeypatch.setattr(torch, "save", full_for_checkpoints)
+    out = tmp_path / "run"
+    assert train.main(args_for(synthetic_btmri, out)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "resume.pth" in err and "Traceback" not in err
+    assert not (out / LOCK_FILE).exists() and not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+# ----- item 6: a run that never started leaves no trace in its folder ------------------------------------
+def test_run_stopped_by_missing_weights_leaves_no_folder(synthetic_btmri, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    out = tmp_path / "output" / "btmri" / "shots_2" / "CoOp_BiomedCLIP" / "seed1"
+    assert train.main(args_for(synthetic_btmri, out, trainer="CoOp_BiomedCLIP")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "HF_HUB_OFFLINE=1" in err
+    assert not (tmp_path / "output").exists()  # no log.txt that tables would count as a failed run
+
+
+# ----- item 8: Ctrl-C during training ----------------------------------------------------------------------
+def test_ctrl_c_during_training_is_one_line_with_status_130(synthetic_btmri, tmp_path, monkeypatch, capsys):
+    from engine.trainer import TrainerX
+
+    original = TrainerX.after_epoch
+
+    def ctrl_c_in_second_epoch(self):
+        if self.epoch == 1:
+            raise KeyboardInterrupt
+        original(self)
+
+    monkeypatch.setattr(TrainerX, "after_epoch", ctrl_c_in_second_epoch)
+    out = tmp_path / "run"
+    assert train.main(args_for(synthetic_btmri, out, epochs=3)) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted at epoch 2; run the same command again to resume"
+    assert (out / "resume.pth").exists() and not (out / LOCK_FILE).exists()
+    monkeypatch.setattr(TrainerX, "after_epoch", original)
+    assert train.main(args_for(synthetic_btmri, out, epochs=3)) == 0
+    assert "Resuming from" in "".join(p.read_text() for p in out.glob("log.txt*"))
+
+
+# ----- item 9: benchmarks/run_all.py --help answers without torch ------------------------------------------
+def test_run_all_help_does_not_import_torch():
+    script = os.path.join(REPO, "benchmarks", "run_all.py")
+    code = (f"import runpy, sys\nsys.argv = [{script!r}, '--help']\n"
+            f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+            "except SystemExit:\n    pass\nprint('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert "usage: run_all.py" in done.stdout and done.stdout.strip().splitlines()[-1] == "False", done.stderr
