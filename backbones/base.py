@@ -48,6 +48,16 @@ class Backbone(nn.Module):
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(global feature (B, D), patch tokens (B, P, D)) in one image-tower pass.
+
+        The global feature is exactly `encode_image`'s; the patch tokens are the last layer's patch
+        outputs sent through the same final norm and projection into the joint space, so they can be
+        compared with text features (what OGKD's patch-level distillation reads).
+        """
+        raise UserError(f"{self.name} cannot give patch tokens (its image tower has no per-patch outputs in the "
+                        "joint space); use a ViT backbone such as BiomedCLIP for methods that need them.")
+
     # --- text ---
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """Token ids padded to the context length, shape (N, context_length)."""

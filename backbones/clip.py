@@ -55,6 +55,33 @@ def _text_pieces(model) -> tuple[torch.nn.Module, str, int | None]:
     return model.text, model.text.pool_type, getattr(model.text, "eos_id", None)
 
 
+def open_clip_image_tokens(visual, images: torch.Tensor, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(global feature, projected patch tokens) of an open_clip image tower, in one pass.
+
+    A timm trunk (BiomedCLIP): the trunk's normed token sequence, the global feature through the
+    trunk's own pooling and open_clip's head, the patch tokens through the same head (OGKD applies the
+    head's projection to them). open_clip's ViT: the global feature by its own pooling and `proj`,
+    the patch tokens through `ln_post` and `proj`. Attention-pooled or convolutional towers refuse.
+    """
+    if hasattr(visual, "trunk"):
+        trunk, head = visual.trunk, visual.head
+        if not hasattr(trunk, "forward_features") or not hasattr(trunk, "num_prefix_tokens") \
+                or any(hasattr(head, k) for k in ("pool", "attn_pool")):
+            raise UserError(f"{name}: this timm image tower has no per-patch tokens in the joint space.")
+        tokens = trunk.forward_features(images)
+        return head(trunk.forward_head(tokens)), head(tokens[:, trunk.num_prefix_tokens:])
+    if not hasattr(visual, "_embeds") or getattr(visual, "attn_pool", None) is not None \
+            or visual.pool_type not in ("tok", "avg"):
+        raise UserError(f"{name}: its image tower gives no per-patch tokens in the joint space (a ResNet, or "
+                        "attention pooling); use a ViT backbone for methods that need patch tokens.")
+    x = visual.transformer(visual._embeds(images))
+    pooled, _ = visual._pool(x)
+    patches = visual.ln_post(x[:, 1:])  # the final norm per token (before or after pooling: same weights)
+    if visual.proj is not None:
+        pooled, patches = pooled @ visual.proj, patches @ visual.proj
+    return pooled, patches
+
+
 def open_clip_image_layers(visual) -> TowerLayers:
     """The hook points of an open_clip image tower: a timm ViT trunk (BiomedCLIP) or open_clip's own
     VisionTransformer; the layer-0 image prompts enter before the pre-norm (norm_pre / ln_pre)."""
@@ -99,6 +126,9 @@ class TextTransformerCLIP(Backbone):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
+
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return open_clip_image_tokens(self.model.visual, images, self.name)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return (self._tokenizer or clip_tokenizer(self.context_length))(texts)

@@ -52,6 +52,7 @@ import string
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from backbones.base import WEIGHTS_ENV, Backbone, hub_problem, safe_name
@@ -105,12 +106,34 @@ class HFDualEncoder(Backbone):
 
     # --- images ---
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        self._check_size(images)
+        return _features(self.model.get_image_features(pixel_values=images))
+
+    def _check_size(self, images: torch.Tensor) -> None:
         if tuple(images.shape[-2:]) != (self.image_size, self.image_size):
             raise UserError(
                 f"{self.name} takes {self.image_size}x{self.image_size} images, got "
                 f"{images.shape[-2]}x{images.shape[-1]}. Add `{self.input_opts()}` to the train.py command."
             )
-        return _features(self.model.get_image_features(pixel_values=images))
+
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP: the patch outputs through post_layernorm and visual_projection, as the class token is.
+        SigLIP pools with an attention probe instead of a class token; a patch token goes through that
+        head as if the probe attended to it alone (value and output projections, then the residual
+        MLP), the usual way to read dense features from such a head."""
+        self._check_size(images)
+        vision = self.model.vision_model
+        out = vision(pixel_values=images)
+        hidden = out.last_hidden_state
+        if self.kind == "clip":
+            project = self.model.visual_projection
+            return project(out.pooler_output), project(vision.post_layernorm(hidden[:, 1:]))
+        head = vision.head
+        width = hidden.shape[-1]
+        attention = head.attention
+        values = F.linear(hidden, attention.in_proj_weight[2 * width:], attention.in_proj_bias[2 * width:])
+        tokens = attention.out_proj(values)
+        return out.pooler_output, tokens + head.mlp(head.layernorm(tokens))
 
     def input_opts(self) -> str:
         """The INPUT.* options that reproduce this model's own preprocessing, quoted for a shell."""

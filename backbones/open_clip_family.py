@@ -39,7 +39,7 @@ from backbones.base import (
     missing_weights_error,
     safe_name,
 )
-from backbones.clip import TextTransformerCLIP, open_clip_image_layers
+from backbones.clip import TextTransformerCLIP, open_clip_image_layers, open_clip_image_tokens
 from backbones.tower_hooks import TowerLayers
 from backbones.twins import TINY_VIT, bert_folder, register_tiny_vit, seeded, toy_vocab
 from backbones.weights import load_weights
@@ -73,6 +73,9 @@ class HFTextCLIP(Backbone):
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images)
+
+    def encode_image_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return open_clip_image_tokens(self.model.visual, images, self.name)
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)

@@ -11,6 +11,11 @@ decoded by up to min(cores, DATALOADER.NUM_WORKERS) loader workers that prefetch
 pinned memory on CUDA, and FEATURES.PRECISION (auto = bf16/fp16 autocast on CUDA, fp32 elsewhere)
 for the frozen tower. Features are stored as FEATURES.STORE_DTYPE and returned as fp32. A precision or
 storage other than fp32 is part of the file name, so caches of different precisions never mix.
+
+Patch tokens (the image tower's per-patch outputs in the joint space, for methods such as OGKD) are an
+opt-in second kind of entry: `get_with_patches` computes them in the same pass as the global feature and
+keeps them in their own files (`...-patches-v<view>.pt`), so a run that calls only `get` never computes,
+reads or writes them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from tqdm import tqdm
 from engine.data import Datum, read_image
 from engine.precision import autocast, autocast_dtype, precision_name, store_dtype
 from engine.utils import eval_mode, file_lock, get_logger, torch_save_atomic, writable_cache_dir
+
+PATCHES = "patches"  # the kind (and file-name part) of patch-token entries
 
 
 def _key(item: Datum) -> str:
@@ -113,8 +120,9 @@ class FeatureCache:
         digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:10]
         return f"{kind}-{digest}"
 
-    def _path(self, spec: dict, view: int) -> str:
-        return os.path.join(self.dir, f"{self.spec_key(spec)}{self.precision_tag()}-v{view}.pt")
+    def _path(self, spec: dict, view: int, kind: str = "") -> str:
+        suffix = f"-{kind}" if kind else ""
+        return os.path.join(self.dir, f"{self.spec_key(spec)}{self.precision_tag()}{suffix}-v{view}.pt")
 
     @staticmethod
     def _read(path: str) -> dict[str, dict]:
@@ -132,18 +140,33 @@ class FeatureCache:
         self, items: Sequence[Datum], transform, spec: dict, views: int = 1, desc: str = "features"
     ) -> torch.Tensor:
         """Features of `items` under `transform`, shape (views, N, D); missing or stale ones are computed and saved."""
+        return self._get(items, transform, spec, views, desc, ("",))[0]
+
+    def get_with_patches(
+        self, items: Sequence[Datum], transform, spec: dict, views: int = 1, desc: str = "features"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Global features (views, N, D) in fp32 and patch tokens (views, N, P, D) in the store dtype
+        (convert per batch: they are P times larger than the global features)."""
+        feats, patches = self._get(items, transform, spec, views, desc, ("", PATCHES))
+        for v in range(views):  # the stacked copy is what callers keep; no second copy in memory
+            self._memory.pop(self._path(spec, v, PATCHES), None)
+        return feats, patches
+
+    def _get(self, items, transform, spec: dict, views: int, desc: str, kinds: tuple[str, ...]):
+        """One (views, N, ...) tensor per kind of entry; an image view missing or stale in any of
+        `kinds` is encoded once and written to all of them."""
         seeded = (spec.get("view_salt") or True) if spec.get("train") else False
-        paths = [self._path(spec, v) for v in range(views)]
-        tables = [self._table(p) for p in paths]
+        paths = {k: [self._path(spec, v, k) for v in range(views)] for k in kinds}
+        tables = {k: [self._table(p) for p in paths[k]] for k in kinds}
         stamps = {_key(d): file_stamp(d.impath) for d in items}
         jobs, refreshed = [], 0
         for v in range(views):
             for d in items:
                 key = _key(d)
-                if key in tables[v]["features"]:
-                    if tables[v]["stamps"].get(key) == stamps[key]:
-                        continue
-                    refreshed += 1
+                entries = [tables[k][v] for k in kinds]
+                if all(key in t["features"] and t["stamps"].get(key) == stamps[key] for t in entries):
+                    continue
+                refreshed += any(key in t["features"] and t["stamps"].get(key) != stamps[key] for t in entries)
                 jobs.append((d, v))
         if refreshed:
             get_logger().info(
@@ -152,10 +175,12 @@ class FeatureCache:
         if jobs:
             self._compute(jobs, transform, seeded, tables, desc)
             for v in sorted({v for _, v in jobs}):
-                tables[v] = self._merge_and_save(paths[v], tables[v], [_key(d) for d, w in jobs if w == v], stamps)
-        return torch.stack(
-            [torch.stack([tables[v]["features"][_key(d)] for d in items]) for v in range(views)]
-        ).float()
+                keys = [_key(d) for d, w in jobs if w == v]
+                for k in kinds:
+                    tables[k][v] = self._merge_and_save(paths[k][v], tables[k][v], keys, stamps)
+        stacked = [torch.stack([torch.stack([tables[k][v]["features"][_key(d)] for d in items]) for v in range(views)])
+                   for k in kinds]
+        return [t.float() if k == "" else t for k, t in zip(kinds, stacked)]
 
     def _merge_and_save(self, path: str, table: dict, keys: list[str], stamps: dict) -> dict:
         """Add this call's new entries to what is on disk now, under a lock: another run writing the
@@ -169,7 +194,7 @@ class FeatureCache:
         self._memory[path] = merged
         return merged
 
-    def _compute(self, jobs, transform, seeded, tables, desc) -> None:
+    def _compute(self, jobs, transform, seeded, tables: dict, desc) -> None:
         backbone = self.backbone
         cuda = self.device.type == "cuda"
         # Workers decode the next batches while the tower encodes this one; a single batch has nothing
@@ -187,9 +212,13 @@ class FeatureCache:
         with torch.random.fork_rng(devices=[]), eval_mode(backbone):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
                 with torch.inference_mode(), autocast(self.device, self.amp_dtype):
-                    feats = backbone.encode_image(images.to(self.device, non_blocking=cuda))
+                    pixels = images.to(self.device, non_blocking=cuda)
+                    outputs = backbone.encode_image_tokens(pixels) if PATCHES in tables \
+                        else (backbone.encode_image(pixels),)
                 # Outside inference mode, so the stored tensors are ordinary ones autograd may read.
-                feats = feats.to("cpu", self.store_dtype)
-                for (item, view), feat in zip(jobs[start : start + len(feats)], feats):
-                    tables[view]["features"][_key(item)] = feat.clone()
-                start += len(feats)
+                outputs = [out.to("cpu", self.store_dtype) for out in outputs]
+                batch = jobs[start : start + len(outputs[0])]
+                for kind, out in zip(tables, outputs):
+                    for (item, view), feat in zip(batch, out):
+                        tables[kind][view]["features"][_key(item)] = feat.clone()
+                start += len(batch)

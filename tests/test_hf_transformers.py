@@ -320,6 +320,7 @@ METHOD_RUNS = {
     "LPPlusPlus": ("configs/trainers/LPPlusPlus/few_shot.yaml", ["OPTIM.MAX_EPOCH", "1"]),
     "CLIPLoRA": ("configs/trainers/CLIPLoRA/default.yaml", ["TRAINER.CLIPLORA.ITERS_PER_SHOT", "1"]),
     "CLIPSVD": ("configs/trainers/CLIPSVD/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
+    "OGKD": ("configs/trainers/OGKD/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
 }
 
 
