@@ -1,4 +1,5 @@
-"""tools/download_data.py against a local HTTP server (127.0.0.1, in a thread) serving a synthetic zip."""
+"""tools/download_data.py (datasets.download) against a local HTTP server (127.0.0.1, in a thread) serving
+a synthetic zip."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import download_data
 import pytest
 from make_synthetic_dataset import write_dataset
 
+from datasets import download as fetch
 from engine.config import get_cfg_default
 from engine.registry import DATASET_REGISTRY
 
@@ -156,8 +158,8 @@ def test_archive_with_the_wrong_layout_is_named(tmp_path, server):
     with zipfile.ZipFile(buf, "w") as zf:
         zf.writestr("something/else.txt", "hello")
     server.files["/BUSI.zip"] = buf.getvalue()
-    with pytest.raises(download_data.UserError, match="split_BUSI.json"):
-        download_data.download("BUSI", str(tmp_path), server.url, use_gdrive=False)
+    with pytest.raises(fetch.UserError, match="split_BUSI.json"):
+        fetch.download("BUSI", str(tmp_path), server.url, use_gdrive=False)
     assert not (tmp_path / "BUSI").exists()
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".BUSI.unpack")]
 
@@ -190,10 +192,10 @@ def test_zip_placed_by_hand_is_used_without_network(tmp_path, busi_zip):
 
 def test_no_network_gives_one_message_with_url_and_destination(tmp_path, monkeypatch, capsys):
     def offline_gdown(file_id, part):
-        raise download_data.DownloadFailed(f"Google Drive id {file_id}: no network")
+        raise fetch.DownloadFailed(f"Google Drive id {file_id}: no network")
 
-    monkeypatch.setattr(download_data, "gdrive_download", offline_gdown)
-    monkeypatch.setenv(download_data.BASE_URL_ENV, "http://127.0.0.1:9/mirror")  # port 9: nothing listens
+    monkeypatch.setattr(fetch, "gdrive_download", offline_gdown)
+    monkeypatch.setenv(fetch.BASE_URL_ENV, "http://127.0.0.1:9/mirror")  # port 9: nothing listens
     assert download_data.main(["BTMRI", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1
@@ -212,7 +214,7 @@ def test_google_drive_fallback_when_the_mirror_fails(tmp_path, server, busi_zip,
         with open(target, "wb") as f:
             f.write(busi_zip)
 
-    monkeypatch.setattr(download_data, "gdrive_download", fake_gdown)
+    monkeypatch.setattr(fetch, "gdrive_download", fake_gdown)
     assert download_data.main(["BUSI", "--root", str(tmp_path), "--base-url", server.url]) == 0
     assert fetched == ["1hB5M7wcAUTV9EtiYrijACoQ36R6VmQaa"]
     assert_readable(tmp_path)
@@ -220,8 +222,8 @@ def test_google_drive_fallback_when_the_mirror_fails(tmp_path, server, busi_zip,
 
 
 def test_all_and_names_are_resolved():
-    assert download_data.expand_names(["all"]) == list(download_data.BENCHMARKS)
-    assert download_data.expand_names(["covid", "BUSI", "busi"]) == ["COVID_19", "BUSI"]
-    with pytest.raises(download_data.UserError, match="Unknown benchmark"):
-        download_data.expand_names(["nope"])
-    assert download_data.DEFAULT_BASE_URL + "/BTMRI.zip" == download_data.spec_for("BTMRI").url
+    assert fetch.expand_names(["all"]) == list(fetch.BENCHMARKS)
+    assert fetch.expand_names(["covid", "BUSI", "busi"]) == ["COVID_19", "BUSI"]
+    with pytest.raises(fetch.UserError, match="Unknown benchmark"):
+        fetch.expand_names(["nope"])
+    assert fetch.DEFAULT_BASE_URL + "/BTMRI.zip" == fetch.spec_for("BTMRI").url

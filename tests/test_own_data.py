@@ -1,4 +1,5 @@
-"""The user's own data: tools/prepare_dataset.py, the generic reader, and docs/own_data.md run as written."""
+"""The user's own data: tools/prepare_dataset.py (datasets.prepare), the generic reader, and docs/own_data.md run
+as written."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 from conftest import REPO
 from make_synthetic_dataset import write_dataset
 
+import datasets.prepare
+from datasets.prepare import prepare
 from engine.config import get_cfg_default
 from engine.errors import UserError
 from engine.registry import DATASET_REGISTRY
@@ -77,7 +80,7 @@ def test_prepare_from_folder(folder, tmp_path, capsys):
 
 def test_split_is_seeded_and_configurable(folder, tmp_path):
     def rows(root, **kw):
-        prepare_dataset.prepare("Scans", root, folder=folder, config_dir=str(tmp_path / "cfg"), force=True, **kw)
+        prepare("Scans", root, folder=folder, config_dir=str(tmp_path / "cfg"), force=True, **kw)
         return read_split(root, "Scans")
 
     a = rows(str(tmp_path / "a"))
@@ -100,7 +103,7 @@ def test_prepare_from_csv_with_mapping(folder, tmp_path):
                 out.writerow([rel, label, "test"] if i == 11 else [rel, label])  # image 11: split fixed
     (tmp_path / "names.json").write_text(json.dumps({"2": "no lesion", "0": "benign lesion", "1": "malignant lesion"}))
     root = str(tmp_path / "DATA")
-    prepare_dataset.prepare("Lesions", root, csv_path=str(tmp_path / "labels.csv"),
+    prepare("Lesions", root, csv_path=str(tmp_path / "labels.csv"),
                             classnames=str(tmp_path / "names.json"), config_dir=str(tmp_path / "cfg"), mode="copy")
     split = read_split(root, "Lesions")
     labels = {row[2]: row[1] for rows in split.values() for row in rows}
@@ -127,11 +130,46 @@ def test_bad_arguments_are_named(folder, tmp_path, capsys, args, message):
     assert not (tmp_path / "D").exists()
 
 
+def _numbered_csv(tmp_path, folder) -> str:
+    with open(tmp_path / "numbered.csv", "w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["path", "label"])
+        for label, cls in enumerate(["benign_tumor", "malignant_tumor"]):
+            for i in range(4):
+                out.writerow([os.path.join(folder, cls, f"{cls}_{i:04d}.png"), label])
+    return str(tmp_path / "numbered.csv")
+
+
+def test_csv_summary_names_the_csv_label_beside_its_class_string(folder, tmp_path, capsys):
+    labels = _numbered_csv(tmp_path, folder)
+    (tmp_path / "names.json").write_text(json.dumps({"0": "benign lesion", "1": "malignant lesion"}))
+    common = ["--csv", labels, "--root", str(tmp_path / "D"), "--config-dir", str(tmp_path)]
+    assert prepare_dataset.main([*common, "--name", "Named", "--classnames", str(tmp_path / "names.json")]) == 0
+    out = capsys.readouterr().out
+    assert "label  class string (CSV label; image folder): train / val / test" in out
+    assert "    0  benign lesion (0; benign_lesion): 2 / 1 / 1" in out
+    assert "class string (folder)" not in out and "bare labels" not in out
+
+    # Without --classnames the CSV label is the class string: said so, with the fix.
+    assert prepare_dataset.main([*common, "--name", "Bare"]) == 0
+    out = capsys.readouterr().out
+    assert "    1  1 (1; 1): 2 / 1 / 1" in out
+    assert "class strings ['0', '1'] are bare labels" in out and "--classnames" in out
+
+
+def test_folder_summary_keeps_its_documented_header(folder, tmp_path, capsys):
+    assert prepare_dataset.main(["--folder", folder, "--name", "Scans", "--root", str(tmp_path / "D"),
+                                 "--config-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "label  class string (folder): train / val / test" in out
+    assert "    0  benign tumor (benign_tumor): 10 / 4 / 6" in out and "bare labels" not in out
+
+
 def test_csv_problems_are_listed_together(tmp_path):
     (tmp_path / "a.png").write_bytes(b"x")
     (tmp_path / "bad.csv").write_text("a.png,cat\nmissing1.png,dog\nmissing2.png,dog\nonly-one-cell\n")
     with pytest.raises(UserError) as err:
-        prepare_dataset.prepare("Pets", str(tmp_path / "D"), csv_path=str(tmp_path / "bad.csv"),
+        prepare("Pets", str(tmp_path / "D"), csv_path=str(tmp_path / "bad.csv"),
                                 config_dir=str(tmp_path))
     text = str(err.value)
     assert "row 4" in text and "2 listed file(s) do not exist" in text and "missing1.png" in text
@@ -140,17 +178,17 @@ def test_csv_problems_are_listed_together(tmp_path):
 def test_one_class_and_unmapped_classes_are_refused(folder, tmp_path):
     kw = {"config_dir": str(tmp_path)}
     with pytest.raises(UserError, match="at least two"):
-        prepare_dataset.prepare("One", str(tmp_path / "D"), folder=os.path.dirname(os.path.dirname(folder)), **kw)
+        prepare("One", str(tmp_path / "D"), folder=os.path.dirname(os.path.dirname(folder)), **kw)
     (tmp_path / "m.json").write_text(json.dumps({"benign_tumor": "benign"}))
     with pytest.raises(UserError, match=r"no entry for \['malignant_tumor', 'normal_scan'\]"):
-        prepare_dataset.prepare("Two", str(tmp_path / "D"), folder=folder, classnames=str(tmp_path / "m.json"), **kw)
+        prepare("Two", str(tmp_path / "D"), folder=folder, classnames=str(tmp_path / "m.json"), **kw)
 
 
 def test_existing_dataset_needs_force_and_failure_leaves_nothing(folder, tmp_path, monkeypatch):
     root, kw = str(tmp_path / "D"), {"folder": folder, "config_dir": str(tmp_path)}
-    prepare_dataset.prepare("Scans", root, **kw)
+    prepare("Scans", root, **kw)
     with pytest.raises(UserError, match="--force"):
-        prepare_dataset.prepare("Scans", root, **kw)
+        prepare("Scans", root, **kw)
     calls = []
 
     def failing_place(src, dst, mode):
@@ -159,11 +197,11 @@ def test_existing_dataset_needs_force_and_failure_leaves_nothing(folder, tmp_pat
             raise OSError("disk full")
         os.link(src, dst)
 
-    monkeypatch.setattr(prepare_dataset, "place", failing_place)
+    monkeypatch.setattr(datasets.prepare, "place", failing_place)
     with pytest.raises(OSError):
-        prepare_dataset.prepare("Scans", root, force=True, **kw)
+        prepare("Scans", root, force=True, **kw)
     with pytest.raises(OSError):
-        prepare_dataset.prepare("Fresh", root, **kw)
+        prepare("Fresh", root, **kw)
     assert sorted(os.listdir(root)) == ["Scans"]  # the old copy is intact; no Fresh, no temporary folder
     assert sum(len(v) for v in read_split(root, "Scans").values()) == 61
 
@@ -179,7 +217,7 @@ def test_biomedcoop_without_prompts_says_how_to_make_them(folder, tmp_path, caps
     import train
 
     root, configs = str(tmp_path / "DATA"), str(tmp_path / "cfg")
-    prepare_dataset.prepare("NoPrompts", root, folder=folder, config_dir=configs)
+    prepare("NoPrompts", root, folder=folder, config_dir=configs)
     rc = train.main([
         "--root", root, "--seed", "1", "--trainer", "BiomedCoOp_TinyBiomedCLIP",
         "--dataset-config-file", os.path.join(configs, "noprompts.yaml"),

@@ -573,7 +573,7 @@ def test_readme_explains_each_message_the_code_gives():
     section = readme.split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
     sources = "".join(open(os.path.join(REPO, p), encoding="utf-8").read() for p in (
         "train.py", "engine/trainer.py", "engine/config.py", "engine/data.py", "engine/features.py",
-        "engine/utils.py", "datasets/split_json.py", "tools/download_data.py", "tools/parse_test_res.py",
+        "engine/utils.py", "datasets/split_json.py", "datasets/download.py", "tools/parse_test_res.py",
         "backbones/base.py", "scripts/common.sh"))
     for phrase in ["was made with other settings", "Skip this job", "does not record the settings",
                    "was saved with other settings", "The {name} became", "must be val or test",

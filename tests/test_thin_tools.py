@@ -16,7 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(REPO, "tools")
 
 # The tools whose logic moved into prompts/, datasets/, backbones/ and engine/.
-THIN = ["analyze_prompts", "check_prompts", "generate_prompts", "inspect_prompts", "interpret_prompt"]
+THIN = ["analyze_prompts", "check_prompts", "generate_prompts", "inspect_prompts", "interpret_prompt",
+        "download_data", "prepare_dataset"]
 
 
 def _help_modules(tool: str) -> set[str]:
