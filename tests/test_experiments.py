@@ -12,10 +12,11 @@ import make_tables
 import plot_results
 import pytest
 import transfer_table
-from results_io import method_sort_key, run_label, scan
 
 import train
 from engine.data import Datum, fewshot_file, imbalanced_counts, load_or_make_fewshot
+from results.aggregate import method_sort_key
+from results.records import run_label, scan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAINER.BIOMEDCOOP.N_PROMPTS 5"

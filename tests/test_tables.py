@@ -9,7 +9,9 @@ import sys
 
 import pytest
 from make_tables import make_tables
-from results_io import harmonic_mean, is_collapsed, scan
+
+from results.aggregate import harmonic_mean
+from results.records import is_collapsed, scan
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TAG = "nctx4_cscFalse_ctpend"
@@ -199,7 +201,7 @@ def test_plot_file_opens(grid, tmp_path, ext):
 
 
 def test_reproduction_report_rows_averages_and_drift(tmp_path):
-    from reproduction_report import render, report_rows
+    from results.reproduction import render, report_rows
 
     ours, released = str(tmp_path / "ours"), str(tmp_path / "eval")
     for root, accs in ((ours, {("BTMRI", 1): 70.0, ("BTMRI", 2): 72.0, ("BUSI", 1): 60.0}),

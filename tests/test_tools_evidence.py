@@ -241,8 +241,10 @@ def test_download_checkpoints_fetches_every_released_seed_and_names_the_rest(tmp
     import download_checkpoints as dc
     import huggingface_hub
 
-    released = [dc.checkpoint_path("few_shot", "btmri", s, 16) for s in (1, 2)]
-    released.append(dc.checkpoint_path("base2new", "btmri", 1).replace("btmri", "BTMRI"))  # spelled differently
+    from backbones.released import checkpoint_path
+
+    released = [checkpoint_path("few_shot", "btmri", s, 16) for s in (1, 2)]
+    released.append(checkpoint_path("base2new", "btmri", 1).replace("btmri", "BTMRI"))  # spelled differently
     hub = FakeHub(released + ["README.md"])
     monkeypatch.setattr(huggingface_hub, "HfApi", hub.api)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", hub.download)
@@ -252,8 +254,8 @@ def test_download_checkpoints_fetches_every_released_seed_and_names_the_rest(tmp
     assert "3 downloaded, 0 already present" in out
     assert "few_shot btmri K=16: seed 3" in out and "few_shot busi K=16: seed 1, 2, 3" in out
     assert "base2new btmri: seed 2, 3" in out and "base2new busi" not in out  # BUSI has no class split
-    assert os.path.isfile(tmp_path / dc.checkpoint_path("base2new", "btmri", 1))
-    assert os.path.isfile(tmp_path / dc.checkpoint_path("few_shot", "btmri", 2, 16))
+    assert os.path.isfile(tmp_path / checkpoint_path("base2new", "btmri", 1))
+    assert os.path.isfile(tmp_path / checkpoint_path("few_shot", "btmri", 2, 16))
 
     hub.downloads.clear()
     assert dc.main(args) == 0  # a second run fetches nothing already there
@@ -299,7 +301,7 @@ def test_reproduce_paper_runs_a_small_grid_and_ends_with_tables_and_plot(synthet
 def test_an_older_eval_only_run_names_its_checkpoint_in_its_log(runs, tmp_path):
     import shutil
 
-    from results_io import evaluated_model
+    from engine.run_weights import evaluated_model
 
     old = tmp_path / "seed1"
     shutil.copytree(run_dir(runs["root"], "BiomedCoOp", 1, phase="test_new"), old)

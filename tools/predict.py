@@ -129,7 +129,7 @@ class Predictor:
         cfg = build_run_config(record, root)
         self.trainer = build_trainer(cfg)
         if self.trainer.get_model_names():  # zero-shot methods have nothing to load
-            from results_io import evaluated_model
+            from engine.run_weights import evaluated_model
 
             model_dir, tested_epoch = evaluated_model(run_dir, record)
             self.trainer.load_model(model_dir, epoch=epoch if epoch is not None else tested_epoch)
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     for row in failed:
         print(f"error: {row['error']}", file=sys.stderr)
     if args.out:
-        from results_io import write_text_atomic
+        from results.files import write_text_atomic
 
         write_text_atomic(args.out, text)
         print(f"wrote {len(rows) - len(failed)} prediction(s) to {os.path.abspath(args.out)}"
