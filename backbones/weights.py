@@ -26,7 +26,8 @@ import os
 import re
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -213,16 +214,43 @@ def _have_one_of(candidates: list[RemoteFile], folder: str, progress: bool) -> b
 def download(model: str, root: str, overrides: dict[str, str] | None = None, progress: bool = True) -> str:
     """Fetch every file `model` needs into <root>/<model>/, skipping complete ones; returns that folder.
     `model` is a preset name (backbones/configs/<model>.json), an open_clip hub id / ARCH:TAG, or a
-    transformers repository 'org/name' (a CLIP or SigLIP checkpoint)."""
-    if ":" in model:
-        return download_open_clip(model, root, overrides, progress)
-    if "/" in model:
-        return download_transformers(model, root, overrides, progress)
-    folder = os.path.join(root, model)
-    os.makedirs(folder, exist_ok=True)
-    for remote in family_files(model, overrides):
-        _fetch_if_needed(remote, folder, progress)
-    return folder
+    transformers repository 'org/name' (a CLIP or SigLIP checkpoint). A failed download takes back the
+    folders it made while they are still empty (offline, nothing is left behind)."""
+    with _no_new_empty_folders(root):
+        if ":" in model:
+            return download_open_clip(model, root, overrides, progress)
+        if "/" in model:
+            return download_transformers(model, root, overrides, progress)
+        folder = os.path.join(root, model)
+        os.makedirs(folder, exist_ok=True)
+        for remote in family_files(model, overrides):
+            _fetch_if_needed(remote, folder, progress)
+        return folder
+
+
+@contextmanager
+def _no_new_empty_folders(root: str) -> Iterator[None]:
+    """On an exception, remove the folders made inside the block (root, its new parents and anything new
+    below it) that hold no file; a partly filled folder is kept, so the next run skips what it has."""
+    root = os.path.abspath(root)
+    made_above, path = [], root  # root and the parents of it that do not exist yet, deepest first
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        made_above.append(path)
+        path = os.path.dirname(path)
+    before = set(os.listdir(root)) if os.path.isdir(root) else set()
+    try:
+        yield
+    except BaseException:
+        new = [os.path.join(root, e) for e in (set(os.listdir(root)) if os.path.isdir(root) else set()) - before]
+        for top in new:
+            if os.path.isdir(top) and not os.path.islink(top):
+                for here, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):  # deepest first
+                    with suppress(OSError):  # not empty: something landed there
+                        os.rmdir(here)
+        for path in made_above:
+            with suppress(OSError):
+                os.rmdir(path)
+        raise
 
 
 # Files open_clip repositories and HF text models keep their tokenizer in (each optional).

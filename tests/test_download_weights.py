@@ -14,7 +14,15 @@ import threading
 import download_weights
 import pytest
 
-from backbones.weights import MANIFEST, RemoteFile, family_files, is_complete, locate_weights, read_manifest
+from backbones.weights import (
+    MANIFEST,
+    RemoteFile,
+    downloadable_models,
+    family_files,
+    is_complete,
+    locate_weights,
+    read_manifest,
+)
 from engine.config import get_cfg_default
 
 PMC = "/datasets/axiong/pmc_oa/resolve/main/"
@@ -157,6 +165,24 @@ def test_missing_file_names_its_url(hub, tmp_path, capsys, monkeypatch):
     assert download_weights.main(["PubMedCLIP", "--dir", str(tmp_path), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "404" in err and hub.url + PUBMED in err
+
+
+def test_offline_download_leaves_no_empty_weights_folder(tmp_path, capsys):
+    dead = "http://127.0.0.1:9"  # port 9: nothing listens, as on a machine without internet
+    target = tmp_path / "WEIGHTS" / "new"
+    assert download_weights.main(["PubMedCLIP", "--dir", str(target), "--hf-endpoint", dead, "--quiet"]) == 1
+    assert "127.0.0.1:9" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []  # neither WEIGHTS/new/PubMedCLIP nor the folders above it
+    kept = tmp_path / "kept"
+    (kept / "BiomedCLIP").mkdir(parents=True)  # folders that were there before are the user's: kept
+    argv = ["PubMedCLIP", "hf-hub:org/name", "--dir", str(kept), "--hf-endpoint", dead, "--quiet"]
+    assert download_weights.main(argv) == 1
+    assert os.listdir(kept) == ["BiomedCLIP"]
+
+
+def test_help_lists_the_downloadable_presets():
+    assert download_weights.presets() == downloadable_models()
+    assert "BiomedCLIP" in download_weights.presets() and not any(m.startswith("Tiny") for m in downloadable_models())
 
 
 def test_a_hand_copied_file_with_a_known_sha256_counts_as_complete(tmp_path):

@@ -17,7 +17,7 @@ TOOLS = os.path.join(REPO, "tools")
 
 # The tools whose logic moved into prompts/, datasets/, backbones/ and engine/.
 THIN = ["analyze_prompts", "check_prompts", "generate_prompts", "inspect_prompts", "interpret_prompt",
-        "download_data", "prepare_dataset"]
+        "download_data", "prepare_dataset", "download_weights", "download_checkpoints"]
 
 
 def _help_modules(tool: str) -> set[str]:
@@ -38,7 +38,7 @@ def _help_modules(tool: str) -> set[str]:
     return set(done.stderr.rsplit("MODULES ", 1)[1].split())
 
 
-@pytest.mark.parametrize("tool", ["analyze_prompts", "inspect_prompts"])
+@pytest.mark.parametrize("tool", ["analyze_prompts", "inspect_prompts", "download_weights", "download_checkpoints"])
 def test_help_imports_no_torch(tool):
     loaded = _help_modules(tool)
     heavy = sorted(m for m in loaded if m.split(".")[0] in ("torch", "open_clip", "transformers", "timm"))

@@ -19,19 +19,31 @@ backbones/configs/<Model>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 
 import _bootstrap  # noqa: F401
 
-from backbones.base import WEIGHTS_ENV
-from backbones.weights import HF_ENDPOINT_ENV, OPENAI_ENDPOINT_ENV, download, downloadable_models
-from engine.errors import UserError
+# backbones/ registers every model family on import (torch, open_clip), so it is imported after parsing:
+# --help answers at once.
+
+
+def presets() -> list[str]:
+    """The presets of backbones/configs/ that list files to download (backbones.weights.downloadable_models,
+    read from the same JSON files without importing the model families)."""
+    folder = os.path.join(_bootstrap.REPO, "backbones", "configs")
+    names = []
+    for name in sorted(f[:-5] for f in os.listdir(folder) if f.endswith(".json")):
+        with open(os.path.join(folder, f"{name}.json"), encoding="utf-8") as f:
+            if json.load(f).get("files"):
+                names.append(name)
+    return names
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    models = downloadable_models()
+    models = presets()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL",
@@ -39,10 +51,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "hf-hub:org/name or ARCH:TAG (e.g. ViT-B-16:openai); or a transformers CLIP/SigLIP "
                              "repository org/name (e.g. google/medsiglip-448)")
     parser.add_argument("--dir", required=True, help="folder to write <MODEL>/ (or <org--name>/) folders into")
-    parser.add_argument("--hf-endpoint", default="", help=f"Hugging Face base URL (default ${HF_ENDPOINT_ENV}, "
+    parser.add_argument("--hf-endpoint", default="", help="Hugging Face base URL (default $BIOMEDCOOP_HF_ENDPOINT, "
                         "$HF_ENDPOINT or https://huggingface.co)")
-    parser.add_argument("--openai-endpoint", default="", help=f"base URL of OpenAI's CLIP files (default "
-                        f"${OPENAI_ENDPOINT_ENV} or https://openaipublic.azureedge.net)")
+    parser.add_argument("--openai-endpoint", default="", help="base URL of OpenAI's CLIP files (default "
+                        "$BIOMEDCOOP_OPENAI_ENDPOINT or https://openaipublic.azureedge.net)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if "all" in args.models:
@@ -56,6 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from backbones.base import WEIGHTS_ENV
+    from backbones.weights import download
+    from engine.errors import UserError
+
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     root = os.path.abspath(os.path.expanduser(args.dir))
     overrides = {"hf": args.hf_endpoint, "openai": args.openai_endpoint}
