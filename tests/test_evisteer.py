@@ -1,11 +1,21 @@
 """EviSteer: the evidential gates, Dempster-Shafer fusion and KL regulariser against hand-computed
 values; the steering modules' shapes, zero start and parameter count."""
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
+import train
+from engine.errors import UserError
+from engine.registry import BACKBONE_REGISTRY
+from engine.trainer import build_trainer
+from engine.utils import set_random_seed
 from trainers.evisteer import (
     ImageSteer,
     TextSteer,
@@ -100,3 +110,108 @@ def test_modules_start_with_a_zero_update_and_count_3_w_r_plus_r_plus_1_values()
     # the first step's gradient reaches `up` (and through u_t the text's down projection later)
     update.sum().backward()
     assert image.up.weight.grad.abs().sum() > 0
+
+
+# ----- the trainer on the tiny twins ---------------------------------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs/trainers/EviSteer/default.yaml")
+
+
+def make_trainer(root, model, out, extra=()):
+    args = train.parse_args([
+        "--root", root, "--seed", "1", "--trainer", f"EviSteer_{model}",
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+        "--config-file", CONFIG, "--output-dir", str(out),
+        "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0", *extra,
+    ])
+    set_random_seed(1)
+    return build_trainer(train.setup_cfg(args))
+
+
+@pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyCLIP"])
+def test_starts_as_the_frozen_model_and_one_step_moves_only_the_steering(synthetic_btmri, tmp_path, model):
+    trainer = make_trainer(synthetic_btmri, model, tmp_path)
+    towers = (trainer.backbone.tower_layers("image"), trainer.backbone.tower_layers("text"))
+    assert trainer.steered == list(range(min(t.depth for t in towers) - 1))  # after blocks 0..L-2 = before 1..L-1
+    per_layer = sum(3 * t.width * 4 + 4 + 1 for t in towers)
+    assert sum(p.numel() for p in trainer.learned.parameters()) == len(trainer.steered) * per_layer
+    assert trainer._scheds["steering"].T_max == 400  # the public code's fixed period
+
+    frozen = BACKBONE_REGISTRY.get(model)().eval()
+    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        text = F.normalize(frozen.encode_text(trainer.text_ids), dim=-1)
+        expected = trainer.scale * F.normalize(frozen.encode_image(images), dim=-1) @ text.t()
+        trainer.set_model_mode("eval")
+        with trainer.forward_context():
+            text_now = trainer.class_text_features()  # the text pass first: it conditions the image gates
+            got = trainer.logits(trainer.image_features({"img": images}), text_now)
+    # zero up projections: the hooks add exact zeros to the frozen model's own forward
+    assert torch.equal(got, expected)
+
+    learned_ids = {id(p) for p in trainer.learned.parameters()}
+    before = {k: v.detach().clone() for k, v in trainer.backbone.state_dict(keep_vars=True).items()
+              if id(v) not in learned_ids}
+    before_learned = {k: v.detach().clone() for k, v in trainer.learned.state_dict().items()}
+    trainer.set_model_mode("train")
+    trainer.epoch = 0
+    summary = trainer.forward_backward(next(iter(trainer.train_batches())))
+    assert math.isfinite(summary["loss"]) and summary["loss_kl"] > 0
+    after = trainer.backbone.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+    moved = {k for k, v in trainer.learned.state_dict().items() if not torch.equal(v, before_learned[k])}
+    # the first step moves every up projection (their gradient is gate x code, nonzero) and the KL
+    # reaches every down projection through the evidence codes
+    assert {k for k in before_learned if k.endswith("up/weight") or k.endswith("down/weight")} <= moved
+    assert not any(p.requires_grad for p in trainer.backbone.parameters())
+
+
+def test_pmcclip_refuses_in_one_line(synthetic_btmri, tmp_path):
+    with pytest.raises(UserError) as err:
+        make_trainer(synthetic_btmri, "TinyPMCCLIP", tmp_path)
+    message = str(err.value)
+    assert "\n" not in message and "EviSteer needs activation steering in the image tower" in message
+
+
+def test_checkpoint_holds_only_the_steering_and_reloads_to_the_same_accuracy(synthetic_btmri, tmp_path):
+    out = tmp_path / "run"
+    common = ["--root", synthetic_btmri, "--seed", "1", "--trainer", "EviSteer_TinyBiomedCLIP",
+              "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"), "--config-file", CONFIG]
+    opts = ["DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "2"]
+    assert train.main([*common, "--output-dir", str(out), *opts]) == 0
+    trained = json.load(open(out / "results.json"))
+    state = torch.load(out / "steering" / "model.pth.tar-2", weights_only=False)["state_dict"]
+    ends = ("down/weight", "up/weight", "gate/weight", "global_gate")
+    assert all(k.startswith(("image/", "text/")) and k.endswith(ends) for k in state)
+    assert sum(v.numel() for v in state.values()) == 2 * (3 * 64 * 4 + 5)  # one steered block per tower
+    assert train.main([*common, "--output-dir", str(tmp_path / "eval"), "--model-dir", str(out), "--eval-only",
+                       *opts]) == 0
+    again = json.load(open(tmp_path / "eval" / "results.json"))
+    assert again["accuracy"] == trained["accuracy"] and again["per_class_accuracy"] == trained["per_class_accuracy"]
+
+
+def test_full_size_steering_count_at_biomedclip_widths():
+    # 11 steered blocks (1-11) x (image + text) x (3 x 768 x 4 + 4 + 1); the public code also builds a
+    # module for block 0 that it never calls, which its 0.11% counts (benchmarks/bench_tower_tuning.py).
+    modules = [cls(768, 4) for _ in range(11) for cls in (ImageSteer, TextSteer)]
+    assert sum(p.numel() for m in modules for p in m.parameters()) == 11 * 2 * 9221 == 202_862
+
+
+def run_script(script, args, cwd):
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1",
+           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"}
+    return subprocess.run(["bash", os.path.join(REPO, "scripts/evisteer", script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path):
+    proc = run_script("few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(tmp_path / "output/btmri/shots_2/EviSteer_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
+                            / "results.json"))
+    assert result["method"] == "EviSteer" and result["total"] == 24 and 0 <= result["accuracy"] <= 100
+    proc = run_script("base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sub = "btmri/shots_16/EviSteer_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
+    new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
+    assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]

@@ -28,6 +28,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from yacs.config import CfgNode as CN
+
+from backbones.tower_hooks import TowerHooks, require
+from engine.config import register_method_cfg
+from engine.errors import UserError
+from engine.registry import TRAINER_REGISTRY
+from trainers.tower_tuning import TowerTuningTrainer
 
 EVIDENCE_EPS = 1e-6  # the public code's floor on the evidence (keeps alpha > 1)
 DS_EPS = 1e-6  # the public code's guard on Dempster's normalisation
@@ -106,3 +113,133 @@ class ImageSteer(_EvidentialSteer):
         u_text = (1.0 / text_alpha).mean(dim=0)  # (r,): the text's mean uncertainty over classes
         fused = dempster_shafer_confidence(u_text.to(alpha.dtype), 1.0 / alpha)
         return self.update(z_mu, fused), alpha
+
+
+# ----- the trainer ----------------------------------------------------------------------------------------
+@register_method_cfg("EVISTEER")
+def evisteer_cfg():
+    node = CN()
+    node.TEMPLATE = "a photo of a {}."  # one prompt per class, re-encoded through the steered text tower each step
+    node.DIM = 4  # r: the steering code's dimension (the down projection gives 2r: code and evidence)
+    # The public code's adapter depth: blocks 1..DEPTH-1 of both towers are steered (capped at the
+    # shallower tower's depth, so 12 = every block but the first on a ViT-B).
+    node.DEPTH = 12
+    node.KL_WEIGHT = 1e-4
+    node.ITERS_PER_SHOT = 0  # 0: OPTIM.MAX_EPOCH epochs
+    node.COSINE_PERIOD = "iterations"
+    node.COSINE_T_MAX = 400  # > 0: the cosine's period in iterations, fixed as in the public code
+    node.ETA_MIN = 1e-6
+    node.LOGIT_SCALE = 0.0  # 0 = the backbone's own
+    node.PREC = "auto"  # bf16 autocast on CUDA (fp16 + scaling where bf16 is unsupported), fp32 on CPU
+    return node
+
+
+@TRAINER_REGISTRY.register()
+class EviSteer(TowerTuningTrainer):
+    """Trains the steering modules on pixels; both towers stay frozen (tower hooks add the updates)."""
+
+    cfg_key = "EVISTEER"
+    model_name = "steering"
+
+    def check_cfg(self, cfg) -> None:
+        super().check_cfg(cfg)
+        mcfg = cfg.TRAINER.EVISTEER
+        for key in ("DIM", "DEPTH"):
+            if not isinstance(mcfg[key], int) or mcfg[key] < (1 if key == "DIM" else 2):
+                least = 1 if key == "DIM" else 2
+                raise UserError(f"TRAINER.EVISTEER.{key} must be a whole number of at least {least}; got {mcfg[key]}.")
+        if mcfg.KL_WEIGHT < 0 or mcfg.COSINE_T_MAX < 0:
+            raise UserError("TRAINER.EVISTEER.KL_WEIGHT and COSINE_T_MAX must be >= 0; "
+                            f"got {mcfg.KL_WEIGHT} and {mcfg.COSINE_T_MAX}.")
+
+    def adapt(self, backbone) -> dict[str, nn.Parameter]:
+        mcfg = self.method_cfg
+        towers = require(backbone, "EviSteer", {"image": "activation steering", "text": "activation steering"})
+        depth = min(mcfg.DEPTH, towers["image"].depth, towers["text"].depth)
+        if depth < mcfg.DEPTH:
+            self.logger.info(f"note: TRAINER.EVISTEER.DEPTH {mcfg.DEPTH} is deeper than {backbone.name}'s towers "
+                             f"({towers['image'].depth} image / {towers['text'].depth} text blocks); steering "
+                             f"blocks 1-{depth - 1}")
+        # The hooks add an update after block i; the public code adds it before block i + 1.
+        self.steered = list(range(depth - 1))
+        device = backbone.device
+        self.steering = nn.ModuleDict({
+            "image": nn.ModuleList(ImageSteer(towers["image"].width, mcfg.DIM) for _ in self.steered),
+            "text": nn.ModuleList(TextSteer(towers["text"].width, mcfg.DIM) for _ in self.steered),
+        }).to(device)
+        self._text_alphas: dict[int, torch.Tensor] | None = None  # set by each text pass
+        self._image_alphas: list[torch.Tensor] | None = None  # collected during a training step only
+        return dict(self.steering.named_parameters())
+
+    def build_model(self) -> None:
+        super().build_model()
+        mcfg = self.method_cfg
+        if mcfg.COSINE_T_MAX > 0:  # the public code's fixed period, whatever the run's length
+            optim = self._optims[self.model_name]
+            self._scheds[self.model_name] = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optim, T_max=mcfg.COSINE_T_MAX, eta_min=mcfg.ETA_MIN)
+
+    # ----- steered passes -----------------------------------------------------------------------------
+    def _text_hooks(self) -> TowerHooks:
+        pooled = torch.zeros(len(self.text_ids), dtype=torch.long, device=self.device)  # token 0 ([CLS] in BERT)
+
+        def step(i: int, module: TextSteer):
+            def update(tokens: torch.Tensor) -> torch.Tensor:
+                delta, self._text_alphas[i] = module(tokens, pooled)
+                return delta
+            return update
+
+        return TowerHooks(steer={i: step(i, m) for i, m in zip(self.steered, self.steering["text"])})
+
+    def _image_hooks(self) -> TowerHooks:
+        def step(i: int, module: ImageSteer):
+            def update(tokens: torch.Tensor) -> torch.Tensor:
+                delta, alpha = module(tokens, self._text_alphas[i])
+                if self._image_alphas is not None:
+                    self._image_alphas.append(alpha)
+                return delta
+            return update
+
+        return TowerHooks(steer={i: step(i, m) for i, m in zip(self.steered, self.steering["image"])})
+
+    def class_text_features(self) -> torch.Tensor:
+        """The class prompts through the steered text tower; records each block's pooled-token alphas,
+        which the image pass that follows reads."""
+        self._text_alphas = {}
+        embeds = self.backbone.embed_tokens(self.text_ids)
+        return F.normalize(self.backbone.encode_text_hooked(embeds, self.text_ids, self._text_hooks()).float(), dim=-1)
+
+    def image_features(self, batch: dict) -> torch.Tensor:
+        if self._text_alphas is None:
+            raise RuntimeError("EviSteer: the text pass must run before the image pass (it conditions the image gates)")
+        return self.backbone.encode_image_hooked(batch["img"].to(self.device), self._image_hooks())
+
+    def forward_backward(self, batch: dict) -> dict:
+        labels = batch["label"].to(self.device)
+        self._image_alphas = []
+        with self.forward_context():
+            text = self.class_text_features()
+            logits = self.logits(self.image_features(batch), text)
+            loss_ce = F.cross_entropy(logits, labels)
+            image_alphas = self._image_alphas
+            text_alphas = [self._text_alphas[i] for i in self.steered]
+        # The regulariser in fp32 (digamma / lgamma), outside autocast, as the public code casts it.
+        loss_kl = evisteer_kl(image_alphas, text_alphas) if self.steered else loss_ce.new_zeros(())
+        loss = loss_ce + self.method_cfg.KL_WEIGHT * loss_kl
+        optim, sched = self._optims[self.model_name], self._scheds[self.model_name]
+        self.detect_anomaly(loss)
+        optim.zero_grad()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optim)
+        self.scaler.update()
+        sched.step()
+        self._image_alphas = None
+        return {"loss": loss.item(), "loss_ce": loss_ce.item(), "loss_kl": loss_kl.item(),
+                "acc": (logits.argmax(1) == labels).float().mean().item() * 100}
+
+    def load_state(self, name: str, model: nn.Module, state: dict) -> None:
+        expected = model.state_dict()
+        if set(state) != set(expected) or any(state[k].shape != v.shape for k, v in expected.items()):
+            raise UserError(f"The checkpoint's {name} tensors do not fit this run ({len(state)} saved, {len(expected)} "
+                            "expected): evaluate with the TRAINER.EVISTEER.DIM / DEPTH and model it was trained with.")
+        model.load_state_dict(state, strict=True)
