@@ -226,3 +226,133 @@ def test_reproduction_report_rows_averages_and_drift(tmp_path):
     assert "| few_shot | BTMRI" in text and "drift" in text
     assert len(list(csv.DictReader(io.StringIO(render(rows, "csv"))))) == len(rows)
     assert "\\begin{tabular}" in render(rows, "latex")
+
+
+# ----- one run identity (issue 25 items 1-5, 8; issue 21 item 7) ------------------------------------
+
+
+def with_fields(folder, **fields):
+    path = os.path.join(folder, "results.json")
+    record = json.load(open(path))
+    record.update(fields)
+    json.dump(record, open(path, "w"))
+    return folder
+
+
+def epochs(n, dataset="BTMRI"):
+    return {"config": {"OPTIM.MAX_EPOCH": n, "DATASET.NAME": dataset, "DATASET.ROOT": f"/data/{n}"}}
+
+
+def test_two_configurations_in_one_cell_become_two_named_rows(tmp_path):
+    root = str(tmp_path)
+    for parent, n, accs in (("short", 50, (60.0, 62.0)), ("long", 200, (70.0, 74.0))):
+        for seed, acc in enumerate(accs, start=1):
+            with_fields(write_run(os.path.join(root, parent), "btmri/shots_4", "CoOp", "BTMRI", 4, seed, acc),
+                        **epochs(n))
+    rows = csv_rows(make_tables(root, "csv"))
+    short = pick(rows, method="CoOp [OPTIM.MAX_EPOCH=50]", dataset="BTMRI")
+    long = pick(rows, method="CoOp [OPTIM.MAX_EPOCH=200]", dataset="BTMRI")
+    assert float(short["mean"]) == 61.0 and float(long["mean"]) == 72.0
+    assert short["seeds"] == long["seeds"] == "2" and short["complete"] == "True"
+    text = make_tables(root, "terminal")
+    assert "rows are split by OPTIM.MAX_EPOCH" in text and "duplicate" not in text
+
+
+def test_the_same_run_and_seed_in_two_folders_is_reported_not_overwritten(tmp_path):
+    root = str(tmp_path)
+    first = write_run(os.path.join(root, "a"), "btmri/shots_4", "CoOp", "BTMRI", 4, 1, 60.0)
+    second = write_run(os.path.join(root, "b"), "btmri/shots_4", "CoOp", "BTMRI", 4, 1, 80.0)
+    for folder in (first, second):
+        with_fields(folder, **epochs(50))
+    assert float(pick(csv_rows(make_tables(root, "csv")), dataset="BTMRI")["mean"]) == 60.0
+    text = make_tables(root, "terminal")
+    assert f"duplicate: {second} holds seed 1 of the same run as {first} (80.00% vs 60.00%)" in text
+
+
+def test_base_to_novel_rows_carry_their_own_k(tmp_path):
+    root = str(tmp_path)
+    for k, (base, new) in ((4, (70.0, 50.0)), (16, (80.0, 60.0))):
+        write_run(root, f"base2new/train_base/btmri/shots_{k}", "CoOp", "BTMRI", k, 1, base, "base")
+        write_run(root, f"base2new/test_new/btmri/shots_{k}", "CoOp", "BTMRI", k, 1, new, "new")
+    rows = csv_rows(make_tables(root, "csv"))
+    assert float(pick(rows, table="base2new", dataset="BTMRI", metric="base", shots=4)["mean"]) == 70.0
+    assert float(pick(rows, table="base2new", dataset="average", metric="novel", shots=16)["mean"]) == 60.0
+    text = make_tables(root, "terminal", paper=True)
+    table = text.split("== Base-to-novel accuracy (%) per dataset")[1]
+    assert [line.split()[2] for line in table.splitlines() if line.startswith("CoOp")] == ["4", "16"]
+    paper_row = next(line for line in text.splitlines() if line.startswith("CoOp") and "73.85" in line)
+    assert paper_row.split()[2] == "16"  # the paper's 16-shot numbers sit beside the K=16 row only
+
+
+def test_seeds_filter_lists_what_it_left_out(grid):
+    stray = write_run(grid, "btmri/shots_4", "CoOp", "BTMRI", 4, 4, 99.0)
+    text = make_tables(grid, "terminal", seeds=[1, 2, 3])
+    assert "63.00 ± 2.94 (3)" in text  # seed 4 (99%) is not averaged in
+    assert f"left out (seed 4 not in --seeds): {stray}" in text
+    assert "Seed grid: 1 2 3 for every row (--seeds)." in text
+
+
+def test_each_row_has_its_own_seed_grid_unless_seeds_is_given(grid):
+    write_run(grid, "btmri/shots_4", "KgCoOp", "BTMRI", 4, 1, 55.0)  # a one-seed sweep beside a 3-seed run
+    text = make_tables(grid, "terminal")
+    assert "55.00 ± 0.00 (1)" in text and "KgCoOp_BiomedCLIP K=4 BTMRI: seed" not in text
+    assert "Seed grid: each row's own seeds" in text
+    assert "55.00 ± 0.00 (1/3) *" in make_tables(grid, "terminal", seeds=[1, 2, 3])
+
+
+def test_a_results_file_that_is_not_an_object_is_one_line(grid):
+    folder = os.path.join(grid, "btmri/shots_4/CoOp_BiomedCLIP", TAG, "seed5")
+    os.makedirs(folder)
+    open(os.path.join(folder, "results.json"), "w").write("[1, 2, 3]")
+    text = make_tables(grid, "terminal")
+    assert f"failed: {folder}: results.json holds a JSON list, not a results record" in text
+
+
+def test_a_failed_run_of_a_model_label_with_underscores_keeps_method_and_model(tmp_path):
+    root = str(tmp_path)
+    model = "OpenCLIP-org--my_model"
+    write_run(root, "btmri/shots_4", "CoOp", "BTMRI", 4, 1, 60.0, backbone=model)
+    for seed, parent in ((2, "btmri/shots_4"), (1, "busi/shots_4")):  # beside a finished seed, and alone
+        folder = os.path.join(root, parent, f"CoOp_{model}", TAG, f"seed{seed}")
+        os.makedirs(folder)
+        open(os.path.join(folder, "log.txt"), "w").write("Traceback\n")
+    failed = [r for r in scan(root) if not r.ok]
+    assert [(r.method, r.backbone, r.dataset) for r in failed] == [("CoOp", model, "BTMRI"), ("CoOp", model, "busi")]
+    text = make_tables(root, "terminal")
+    assert [line.split()[:2] for line in text.splitlines() if line.startswith("CoOp")][0] == ["CoOp", model]
+    assert "_my_model" not in text.replace(f"CoOp_{model}", "")
+
+
+def test_against_keeps_an_ablation_row_apart_from_the_sweep_point_of_the_same_value(tmp_path):
+    root = str(tmp_path)
+    base = {"TRAINER.BIOMEDCOOP.TAU": 1.5, "TRAINER.BIOMEDCOOP.SCCM_LAMBDA": 0.5, "OPTIM.MAX_EPOCH": 50}
+    runs = (("tau_0.5", {**base, "TRAINER.BIOMEDCOOP.TAU": 0.5}, 61.0), ("tau_1.5", base, 63.0),
+            ("ce", {**base, "TRAINER.BIOMEDCOOP.SCCM_LAMBDA": 0.0}, 40.0))
+    for label, config, acc in runs:
+        folder = write_run(os.path.join(root, label), "btmri/shots_4", "BiomedCoOp", "BTMRI", 4, 1, acc)
+        with_fields(folder, label=label, config=config)
+    text = make_tables(root, "terminal", against="TRAINER.BIOMEDCOOP.TAU")
+    rows = [line.split() for line in text.splitlines() if line.startswith("BiomedCoOp")]
+    by_row = {(" ".join(r[:-8]), r[-5]): r[-4] for r in rows}  # (series, TAU) -> accuracy
+    assert by_row == {("BiomedCoOp [TRAINER.BIOMEDCOOP.SCCM_LAMBDA=0]", "1.5"): "40.00",
+                      ("BiomedCoOp [TRAINER.BIOMEDCOOP.SCCM_LAMBDA=0.5]", "0.5"): "61.00",
+                      ("BiomedCoOp [TRAINER.BIOMEDCOOP.SCCM_LAMBDA=0.5]", "1.5"): "63.00"}
+
+
+def test_transfer_tables_are_kept_apart_per_k_and_say_it(tmp_path):
+    from transfer_table import transfer_table
+
+    root = str(tmp_path)
+    for k, (own, moved) in ((4, (60.0, 30.0)), (16, (80.0, 45.0))):
+        source = write_run(root, f"btmri/shots_{k}", "BiomedCoOp", "BTMRI", k, 1, own)
+        target = write_run(root, f"busi/shots_{k}", "BiomedCoOp", "BUSI", k, 1, moved)
+        os.rename(os.path.dirname(target), os.path.dirname(target) + "_from_btmri")
+        with_fields(os.path.join(os.path.dirname(target) + "_from_btmri", "seed1"), eval_only=True,
+                    label="from_btmri", config={"run.model_dir": source, "run.eval_only": True})
+    text = transfer_table(root, seeds=[1])
+    tables = {block.split(":")[0]: block for block in text.split("== ")[1:]}
+    assert sorted(tables) == ["BiomedCoOp (BiomedCLIP, K=16)", "BiomedCoOp (BiomedCLIP, K=4)"]
+    row = next(line for line in tables["BiomedCoOp (BiomedCLIP, K=4)"].splitlines() if line.startswith("BTMRI ->"))
+    assert row.split()[2] == "60.00" and row.split()[6] == "30.00"
+    row = next(line for line in tables["BiomedCoOp (BiomedCLIP, K=16)"].splitlines() if line.startswith("BTMRI ->"))
+    assert row.split()[2] == "80.00" and row.split()[6] == "45.00"
