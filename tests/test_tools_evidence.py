@@ -75,7 +75,7 @@ def test_tables_from_real_runs_match_hand_computed_numbers(runs):
 
 
 def test_predict_probabilities_sum_to_one_and_reproduce_the_test_accuracy(runs, tmp_path):
-    from predict import Predictor, find_images
+    from engine.predict import Predictor, find_images
 
     seed_dir = run_dir(runs["root"], "BiomedCoOp", 1)
     split = json.load(open(os.path.join(runs["data"], "BTMRI", "split_BTMRI.json")))["test"]
@@ -94,9 +94,11 @@ def test_predict_probabilities_sum_to_one_and_reproduce_the_test_accuracy(runs, 
 def test_predict_cli_reports_an_unreadable_image_and_goes_on(runs, tmp_path, capsys):
     import predict
 
+    from engine.predict import find_images
+
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    good = sorted(predict.find_images([os.path.join(runs["data"], "BTMRI", "BTMRI", "glioma_tumor")]))[:2]
+    good = sorted(find_images([os.path.join(runs["data"], "BTMRI", "BTMRI", "glioma_tumor")]))[:2]
     out = tmp_path / "pred.csv"
     new_dir = run_dir(runs["root"], "BiomedCoOp", 1, phase="test_new")  # eval-only: loads the base-trained ctx
     assert predict.main(["--run-dir", new_dir, str(bad), *good, "--out", str(out)]) == 1
@@ -112,7 +114,7 @@ def test_predict_cli_reports_an_unreadable_image_and_goes_on(runs, tmp_path, cap
 def test_predict_reads_an_older_runs_settings_from_its_log(runs, tmp_path):
     import shutil
 
-    from predict import build_run_config, read_run_record
+    from engine.predict import build_run_config, read_run_record
 
     old = tmp_path / "seed1"
     shutil.copytree(run_dir(runs["root"], "BiomedCoOp", 1), old)
@@ -123,6 +125,24 @@ def test_predict_reads_an_older_runs_settings_from_its_log(runs, tmp_path):
     from_log = build_run_config(read_run_record(str(old)))
     for part in ("TRAINER", "DATASET", "INPUT", "MODEL", "OPTIM", "FEATURES"):  # what changes the numbers
         assert from_log[part].dump() == recorded[part].dump()
+
+
+def test_predict_loads_through_the_engine_and_refuses_another_backbones_checkpoint(runs, tmp_path, capsys):
+    import shutil
+
+    import predict
+
+    swapped = tmp_path / "seed1"
+    shutil.copytree(run_dir(runs["root"], "BiomedCoOp", 1), swapped)
+    ckpt_path = swapped / "prompt_learner" / "model.pth.tar-2"
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    ckpt["trained_with"] = {**ckpt["trained_with"], "model": "TinyPMCCLIP", "backbone": "TinyPMCCLIP"}
+    torch.save(ckpt, ckpt_path)  # a context of the same width, trained on another backbone
+    image = os.path.join(runs["data"], "BTMRI", "BTMRI", "glioma_tumor")
+    assert predict.main(["--run-dir", str(swapped), image]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "TinyPMCCLIP" in err and "TinyBiomedCLIP" in err
+    assert "ALLOW_CHECKPOINT_MISMATCH" in err
 
 
 @pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyCLIP"])
