@@ -220,3 +220,20 @@ def test_misplaced_layers_are_programming_errors(twins):
         backbone.encode_image_hooked(x, TowerHooks(steer={depth: Zero(1)}))
     with pytest.raises(ValueError, match="layer 0"):
         backbone.encode_image_hooked(x, TowerHooks(prompts={1: torch.zeros(2, 64)}))
+
+
+@pytest.mark.parametrize("name", ("TinyBiomedCLIP", "TinyCLIP", "TinyHFCLIP", "TinyPMCCLIP"))
+@torch.no_grad()
+def test_inserted_text_prompts_are_masked_like_real_tokens(twins, name):
+    """Padding stays invisible after an insertion: full-length rows give the trimmed rows' features."""
+    backbone = twins(name)
+    full = backbone.tokenize(PROMPTS)
+    trimmed = backbone.trim(full)
+    assert trimmed.shape[1] < full.shape[1]
+    prompts = TowerHooks(prompts={0: torch.randn(3, backbone.token_width, generator=torch.Generator().manual_seed(1))})
+    short = backbone.encode_text_hooked(backbone.embed_tokens(trimmed), trimmed, prompts)
+    long = backbone.encode_text_hooked(backbone.embed_tokens(full), full, prompts)
+    torch.testing.assert_close(long, short, rtol=1e-4, atol=1e-5)
+    # and the prompts themselves are attended to: other values, other features
+    other = TowerHooks(prompts={0: torch.randn(3, backbone.token_width, generator=torch.Generator().manual_seed(2))})
+    assert not torch.allclose(backbone.encode_text_hooked(backbone.embed_tokens(trimmed), trimmed, other), short)
