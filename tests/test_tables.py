@@ -356,3 +356,18 @@ def test_transfer_tables_are_kept_apart_per_k_and_say_it(tmp_path):
     assert row.split()[2] == "60.00" and row.split()[6] == "30.00"
     row = next(line for line in tables["BiomedCoOp (BiomedCLIP, K=16)"].splitlines() if line.startswith("BTMRI ->"))
     assert row.split()[2] == "80.00" and row.split()[6] == "45.00"
+
+
+def test_parse_test_res_averages_seeds_of_one_run_and_stops_on_two_configurations(tmp_path, capsys):
+    import parse_test_res
+
+    root = str(tmp_path)
+    folders = [with_fields(write_run(root, "btmri/shots_4", "CoOp", "BTMRI", 4, seed, acc), **epochs(50))
+               for seed, acc in ((1, 60.0), (2, 64.0))]
+    run_dir = os.path.dirname(folders[0])
+    assert parse_test_res.main([run_dir]) == 0
+    assert "* accuracy: 62.00% +- 2.00%" in capsys.readouterr().out
+    with_fields(folders[1], **epochs(200))
+    assert parse_test_res.main([run_dir]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and folders[0] in err and folders[1] in err and "OPTIM.MAX_EPOCH" in err
