@@ -371,3 +371,21 @@ def test_parse_test_res_averages_seeds_of_one_run_and_stops_on_two_configuration
     assert parse_test_res.main([run_dir]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and folders[0] in err and folders[1] in err and "OPTIM.MAX_EPOCH" in err
+
+
+RESULT_TOOLS = ["make_tables", "plot_results", "reproduction_report", "transfer_table", "parse_test_res"]
+
+
+@pytest.mark.parametrize("tool", RESULT_TOOLS)
+def test_result_tools_are_thin_entry_points(tool):
+    import ast
+
+    source = open(os.path.join(REPO, "tools", f"{tool}.py"), encoding="utf-8").read()
+    assert source.count("\n") <= 150
+    tools = {name[:-3] for name in os.listdir(os.path.join(REPO, "tools")) if name.endswith(".py")} - {"_bootstrap"}
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(source))
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert not imported & tools and "results" in imported
+    assert not os.path.exists(os.path.join(REPO, "tools", "results_io.py"))
