@@ -16,7 +16,7 @@ are padded to the 256-token context, and the teacher bank is encoded again by ev
    faithful views (one per epoch) and 10 views, cold and warm caches.
 4. How cost grows with K and the number of classes (benchmarks/bench_scaling.py).
 5. The paper's few-shot grid (11 datasets x K 1-16 x 3 seeds x every method with scripts):
-   image-tower passes counted by tools/plan_grid.py, and the hours they take at this machine's rate.
+   image-tower passes counted as tools/plan_grid.py counts them, and the hours they take at this machine's rate.
 6. Peak memory of a run, ours and reference style, each side in a process of its own (ru_maxrss).
 Then the targets, each MET or NOT MET with the reason. The machine is often shared, so absolute
 times are noisy; the ratios, measured side by side in one run, are the figures that count.
@@ -318,9 +318,9 @@ def main(argv=None) -> int:
 
         # 5. The grid.
         print("\n== 5. the paper's few-shot grid: 11 datasets x K 1 2 4 8 16 x 3 seeds x every method with scripts")
-        from plan_grid import plan, read_commands
+        from sweeps.cost import count_passes, read_commands
         commands = read_commands(grid_commands(tmp))
-        totals = plan(commands)
+        totals = count_passes(commands)
         cached, uncached, tuned = totals["cached"], totals["uncached"], totals["tuned"]
         hours = per_image / 3600
         print(f"{totals['runs']:,} runs; image-tower passes of the frozen-feature methods: {cached:,} with the shared "
@@ -333,7 +333,7 @@ def main(argv=None) -> int:
               f"{(uncached * hours + 3 * tuned * hours):,.0f} h without")
         results["grid"] = (uncached / cached, 20, f"grid, frozen-feature passes {ratio(uncached, cached)} fewer")
         if not quick:
-            ten = plan([c + ["FEATURES.TRAIN_VIEWS", "10"] if c and c[0].endswith("train.py") else c
+            ten = count_passes([c + ["FEATURES.TRAIN_VIEWS", "10"] if c and c[0].endswith("train.py") else c
                         for c in commands])
             print(f"  with FEATURES.TRAIN_VIEWS 10: {ten['cached']:,} passes ({ratio(ten['uncached'], ten['cached'])} "
                   f"fewer than without the cache)")

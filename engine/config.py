@@ -129,6 +129,10 @@ def get_cfg_default() -> CN:
     _C.TRAIN.CHECKPOINT_FREQ = 0
     _C.TRAIN.PRINT_FREQ = 10
     _C.TRAIN.COUNT_ITER = "train_x"
+    # A trial run (a smoke test, a sweep's --quick): every method trains at most this many epochs,
+    # CLIP-LoRA (a budget of iterations per shot) at most this many epochs' worth of iterations.
+    # 0 = off. A key of its own, so trial results never pass for runs of the real settings.
+    _C.TRAIN.TRIAL_EPOCHS = 0
 
     _C.TEST = CN()
     _C.TEST.EVALUATOR = "Classification"
@@ -284,6 +288,12 @@ FEWSHOT_PROTOCOLS = ("balanced", "imbalanced")
 def check_config_values(cfg: CN) -> None:
     """Refuse values that would otherwise crash later or silently do something else, one key each."""
 
+def epoch_budget(cfg: CN) -> int:
+    """Epochs a run trains: OPTIM.MAX_EPOCH, cut to TRAIN.TRIAL_EPOCHS in a trial run."""
+    trial = cfg.TRAIN.TRIAL_EPOCHS
+    return min(cfg.OPTIM.MAX_EPOCH, trial) if trial > 0 else cfg.OPTIM.MAX_EPOCH
+
+
     def positive_int(key: str, value: Any, extra: str = "") -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise UserError(f"{key} must be a whole number of at least 1{extra}; got {value!r}.")
@@ -295,6 +305,9 @@ def check_config_values(cfg: CN) -> None:
     positive_int("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
     positive_int("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE)
     if cfg.TEST.SPLIT not in ("val", "test"):
+    trial = cfg.TRAIN.TRIAL_EPOCHS
+    if trial != 0:
+        positive_int("TRAIN.TRIAL_EPOCHS", trial, " (epochs of a trial run), or 0 for none")
         raise UserError(f"TEST.SPLIT must be val or test (the split that is evaluated); got {cfg.TEST.SPLIT!r}.")
     if cfg.DATASET.FEWSHOT_PROTOCOL not in FEWSHOT_PROTOCOLS:
         raise UserError(f"DATASET.FEWSHOT_PROTOCOL must be {' or '.join(FEWSHOT_PROTOCOLS)}; "

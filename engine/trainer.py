@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
-from engine.config import config_differences, flat_config
+from engine.config import config_differences, epoch_budget, flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
@@ -114,7 +114,7 @@ class TrainerX:
         self.device = torch.device("cuda" if use_cuda else "cpu")
         self.output_dir = cfg.OUTPUT_DIR
         self.start_epoch = self.epoch = 0
-        self.max_epoch = cfg.OPTIM.MAX_EPOCH
+        self.max_epoch = epoch_budget(cfg)  # OPTIM.MAX_EPOCH, or fewer in a trial run (TRAIN.TRIAL_EPOCHS)
         self._models: dict[str, nn.Module] = {}
         self._optims: dict[str, torch.optim.Optimizer | None] = {}
         self._scheds: dict[str, object] = {}

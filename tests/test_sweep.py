@@ -1,4 +1,5 @@
-"""tools/sweep.py: the grid becomes the scripts' own runs, packed, launched, skipped, retried."""
+"""tools/sweep.py over the sweeps package: the grid becomes the scripts' own runs, packed, launched,
+skipped, retried, summarised."""
 
 import json
 import os
@@ -8,6 +9,8 @@ import pytest
 import sweep
 
 from engine.registry import TRAINER_REGISTRY
+from sweeps import plan
+from sweeps.grid import method_scripts
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"
@@ -22,8 +25,8 @@ def grid(root, out, **over):
 
 
 def test_every_method_has_a_script_that_runs_it():
-    assert set(TRAINER_REGISTRY.registered_names()) <= set(sweep.METHOD_SCRIPTS)
-    for method, (folder, env) in sweep.METHOD_SCRIPTS.items():
+    assert set(TRAINER_REGISTRY.registered_names()) <= set(method_scripts())
+    for method, (folder, env) in method_scripts().items():
         text = open(os.path.join(REPO, "scripts", folder, "few_shot.sh")).read()
         assert re.search(rf"few_shot ({method}|\"\$METHOD\") ", text), method
         if env:
@@ -31,23 +34,25 @@ def test_every_method_has_a_script_that_runs_it():
 
 
 def test_the_grid_expands_into_the_scripts_own_commands(tmp_path):
-    units = sweep.plan_units(grid("DATA", tmp_path))
+    units = plan.plan_units(grid("DATA", tmp_path))
     assert len(units) == 2 * 2 * 2  # methods x shots x seeds
     unit = next(u for u in units if u.label == "BiomedCoOp btmri TinyBiomedCLIP K=2 seed 2")
     (argv,) = unit.commands
-    assert argv[1].endswith("train.py") and sweep.option(argv, "--trainer") == "BiomedCoOp_TinyBiomedCLIP"
-    assert sweep.option(argv, "--config-file").endswith("BiomedCoOp/few_shot/btmri.yaml")
+    assert argv[1].endswith("train.py") and plan.option(argv, "--trainer") == "BiomedCoOp_TinyBiomedCLIP"
+    assert plan.option(argv, "--config-file").endswith("BiomedCoOp/few_shot/btmri.yaml")
+    assert plan.option(argv, "--seed") == "2"
     assert unit.outputs == [str(tmp_path / "btmri/shots_2/BiomedCoOp_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed2")]
     assert argv[-4:] == FAST.split() and unit.group == "TinyBiomedCLIP/btmri"
 
-    b2n = sweep.plan_units(grid("DATA", tmp_path, protocol="base2new", datasets=["btmri", "busi"], seeds=[1]))
-    assert len(b2n) == 2  # BUSI has no base-to-novel split
+    notes = []
+    b2n = plan.plan_units(grid("DATA", tmp_path, protocol="base2new", datasets=["btmri", "busi"], seeds=[1]), notes)
+    assert len(b2n) == 2 and notes == ["BUSI has no base-to-novel split; skipped"]
     assert all(len(u.commands) == 2 and "--eval-only" in u.commands[1] for u in b2n)
 
 
 def test_packing_fills_jobs_up_to_the_target():
-    assert sorted(map(len, sweep.pack([30.0] * 10, 100))) == [1, 3, 3, 3]
-    assert sweep.pack([500.0, 10.0, 10.0], 100) == [[0], [1, 2]]  # a long run gets a job of its own
+    assert sorted(map(len, plan.pack([30.0] * 10, 100))) == [1, 3, 3, 3]
+    assert plan.pack([500.0, 10.0, 10.0], 100) == [[0], [1, 2]]  # a long run gets a job of its own
 
 
 def test_a_grid_file_with_an_unknown_key_is_named(tmp_path, capsys):
@@ -57,7 +62,7 @@ def test_a_grid_file_with_an_unknown_key_is_named(tmp_path, capsys):
     assert "unknown key(s) ['model']" in capsys.readouterr().err
 
 
-def test_local_sweep_runs_skips_and_retries(synthetic_btmri, tmp_path, capsys):
+def test_local_sweep_runs_skips_retries_and_sums_up(synthetic_btmri, tmp_path, capsys):
     out = tmp_path / "out"
     base = ["--root", synthetic_btmri, "--methods", "CoOp", "ZeroShot", "--datasets", "btmri", "--shots", "2",
             "--seeds", "1", "2", "--models", "TinyBiomedCLIP", "--output-root", str(out), "--extra-opts", FAST,
@@ -65,7 +70,7 @@ def test_local_sweep_runs_skips_and_retries(synthetic_btmri, tmp_path, capsys):
     assert sweep.main(base) == 0
     results = sorted(p.relative_to(out).as_posix() for p in out.glob("btmri/**/results.json"))
     assert len(results) == 4 and all(json.load(open(out / r))["num_shots"] == 2 for r in results)
-    capsys.readouterr()
+    assert "summary: 4 runs: 4 finished, 0 stale, 0 failed" in capsys.readouterr().out
     assert sweep.main(base) == 0
     assert "4 runs: 4 finished, 0 to run" in capsys.readouterr().out
 
@@ -73,14 +78,16 @@ def test_local_sweep_runs_skips_and_retries(synthetic_btmri, tmp_path, capsys):
     blocked.parent.mkdir(parents=True, exist_ok=True)
     blocked.write_text("a file where the run folder should be")  # makes that run fail
     with_seed3 = [*base[:base.index("--seeds") + 3], "3", *base[base.index("--seeds") + 3:]]
-    assert sweep.main(with_seed3) == 1
+    assert sweep.main(with_seed3) == 1  # a run failed: the sweep says so in its exit status
     sweep_dir = str(out / "sweeps" / "sweep")
-    capsys.readouterr()
-    sweep.status(sweep_dir)
+    summary = capsys.readouterr().out
+    assert "summary: 6 runs: 5 finished, 0 stale, 1 failed" in summary
+    assert f"FAILED CoOp btmri TinyBiomedCLIP K=2 seed 3: exit status 2 (log: {sweep_dir}/logs/" in summary
+    assert sweep.main(["status", sweep_dir]) == 0
     report = capsys.readouterr().out
-    assert "6 runs: 5 done, 0 running, 1 failed, 0 pending" in report and "FAILED CoOp btmri" in report
-    assert sweep.main(with_seed3) == 0  # a failed run is not retried unless asked
-    assert "1 failed before (skipped" in capsys.readouterr().out
+    assert "6 runs: 5 finished, 0 stale, 1 failed, 0 running, 0 pending" in report and "FAILED CoOp btmri" in report
+    assert sweep.main(with_seed3) == 1  # a failed run is not retried unless asked
+    assert "5 finished, 1 failed, 0 to run" in capsys.readouterr().out
     blocked.unlink()
     assert sweep.main([*with_seed3, "--retry-failed"]) == 0
     assert (blocked / "results.json").exists()

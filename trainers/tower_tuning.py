@@ -229,6 +229,8 @@ class TowerTuningTrainer(TrainerX):
             self.total_iters = mcfg.ITERS_PER_SHOT * shots
         else:
             self.total_iters = cfg.OPTIM.MAX_EPOCH * self.iters_per_epoch
+        if cfg.TRAIN.TRIAL_EPOCHS > 0:  # a trial run: at most that many epochs, whatever the budget's unit
+            self.total_iters = min(self.total_iters, cfg.TRAIN.TRIAL_EPOCHS * self.iters_per_epoch)
         self.max_epoch = math.ceil(self.total_iters / self.iters_per_epoch)
         optim = build_optimizer(self.learned, cfg.OPTIM)
         period = self.total_iters if mcfg.COSINE_PERIOD == "iterations" else cfg.OPTIM.MAX_EPOCH

@@ -1,0 +1,160 @@
+"""Running a plan's units: a pool of local workers (one per visible GPU, or N on CPUs), or submitit.
+
+Both launchers run the same two kinds of job, each given the path of the plan file it was
+submitted with: `encode_group` (sweeps.encode) per (model, dataset), then `run_pack`, a pack of
+units one after the other. A job re-checks every unit before running it, so a job that runs twice
+(requeued, resubmitted) skips what is already finished.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from engine.errors import UserError
+from engine.runs import FINISHED, RUNNING
+from sweeps.plan import REPO, Unit, pack
+from sweeps.state import log_path, read_plan, unit_status, write_state
+
+
+def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None) -> bool:
+    """Run a unit's commands in order, output to SWEEP_DIR/logs/<id>.log; records done or failed."""
+    log = log_path(sweep_dir, unit.id)
+    os.makedirs(os.path.dirname(log), exist_ok=True)
+    env = {**os.environ, **unit.env}
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpu
+    write_state(sweep_dir, unit.id, state="running", log=log, started=time.time(), host=socket.gethostname())
+    with open(log, "a", encoding="utf-8") as out:
+        for argv in unit.commands:
+            out.write(f"$ {shlex.join(argv)}\n")
+            out.flush()
+            code = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO).returncode
+            if code != 0:
+                write_state(sweep_dir, unit.id, state="failed", log=log, returncode=code, ended=time.time())
+                return False
+    write_state(sweep_dir, unit.id, state="done", log=log, returncode=0, ended=time.time())
+    return True
+
+
+def sweep_dir_of(plan_path: str) -> str:
+    return os.path.dirname(os.path.dirname(os.path.abspath(plan_path)))
+
+
+def run_pack(plan_path: str, unit_ids: list[str], gpu: str | None = None) -> int:
+    """A job's body: the plan's units `unit_ids`, one after the other; returns how many failed."""
+    sweep_dir = sweep_dir_of(plan_path)
+    units = {u.id: u for u in read_plan(plan_path)["units"]}
+    failed = 0
+    for uid in unit_ids:
+        if unit_status(sweep_dir, units[uid]).state in (FINISHED, RUNNING):
+            continue  # done meanwhile (a job run twice), or another process is writing it
+        failed += not run_unit(sweep_dir, units[uid], gpu)
+    return failed
+
+
+def encode_command(plan_path: str, group: str) -> list[str]:
+    return [sys.executable, "-m", "sweeps.encode", plan_path, group]
+
+
+def launch_local(plan_path: str, units: list[Unit], workers: int, gpus: list[str]) -> list[str]:
+    """Encoding jobs, then the units, on `gpus` (one worker each) or `workers` CPU workers; returns
+    the groups whose encoding failed (their runs then encode on their own)."""
+    sweep_dir = sweep_dir_of(plan_path)
+    slots = gpus or [None] * max(workers, 1)
+    free: queue.Queue = queue.Queue()
+    for slot in slots:
+        free.put(slot)
+
+    def with_slot(fn, *args):
+        slot = free.get()
+        try:
+            return fn(*args, slot)
+        finally:
+            free.put(slot)
+
+    def encode(group: str, slot: str | None) -> str | None:
+        env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": slot} if slot is not None else {})}
+        log = os.path.join(sweep_dir, "logs", f"encode-{group.replace('/', '-')}.log")
+        with open(log, "w", encoding="utf-8") as out:
+            code = subprocess.run(encode_command(plan_path, group), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  cwd=REPO).returncode
+        return None if code == 0 else f"{group} (see {log})"
+
+    os.makedirs(os.path.join(sweep_dir, "logs"), exist_ok=True)
+    groups = sorted({u.group for u in units})
+    with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+        encode_failures = [g for g in pool.map(lambda g: with_slot(encode, g), groups) if g]
+        list(pool.map(lambda u: with_slot(lambda uid, slot: run_pack(plan_path, [uid], slot), u.id), units))
+    return encode_failures
+
+
+def slurm_executor(sweep_dir: str, options: dict):
+    """A submitit executor for SLURM (or its local executor: cluster "local"), set from `options`:
+    cluster, time, gpus, cpus, mem_gb, partition, account, max_concurrent, slurm_extra (KEY=VALUE)."""
+    try:
+        import submitit
+    except ImportError as err:
+        raise UserError("the slurm launcher needs submitit: pip install submitit") from err
+    # Job processes import this package by name: give them the repository.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+    executor = submitit.AutoExecutor(folder=os.path.join(sweep_dir, "submitit"), cluster=options["cluster"])
+    params = {"timeout_min": options["time"], "gpus_per_node": options["gpus"], "cpus_per_task": options["cpus"],
+              "name": os.path.basename(sweep_dir)}
+    if options.get("mem_gb"):
+        params["mem_gb"] = options["mem_gb"]
+    slurm = {"slurm_partition": options.get("partition"), "slurm_account": options.get("account"),
+             "slurm_array_parallelism": options.get("max_concurrent")}
+    executor.update_parameters(**params, **{k: v for k, v in slurm.items() if v})
+    return executor
+
+
+def slurm_extra(pairs: list[str]) -> dict[str, str]:
+    bad = [p for p in pairs if "=" not in p]
+    if bad:
+        raise UserError(f"--slurm-extra takes KEY=VALUE pairs; got {bad[0]!r}")
+    return dict(p.split("=", 1) for p in pairs)
+
+
+def launch_submitit(plan_path: str, units: list[Unit], options: dict) -> tuple[list, list]:
+    """Submit the encoding jobs as one array and the packed units as another that waits for it;
+    returns (encoding jobs, run jobs). With the local executor, waits for both."""
+    sweep_dir = sweep_dir_of(plan_path)
+    extra = slurm_extra(options.get("slurm_extra") or [])
+    executor = slurm_executor(sweep_dir, options)
+    if extra:
+        executor.update_parameters(slurm_additional_parameters=extra)
+    from sweeps.encode import encode_group
+
+    groups = sorted({u.group for u in units})
+    encode_jobs = executor.map_array(encode_group, [plan_path] * len(groups), groups) if groups else []
+    local = options["cluster"] == "local"
+    if local:
+        for job in encode_jobs:  # no scheduler to hold the runs back: wait here
+            job.result()
+    elif encode_jobs:
+        array_id = encode_jobs[0].job_id.split("_")[0]
+        executor.update_parameters(slurm_additional_parameters={**extra, "dependency": f"afterany:{array_id}"})
+    packs = [[units[i].id for i in job] for job in pack([u.estimate_s for u in units], options["job_minutes"] * 60)]
+    run_jobs = executor.map_array(run_pack, [plan_path] * len(packs), packs)
+    if local:
+        for job in run_jobs:
+            job.result()
+    return encode_jobs, run_jobs
+
+
+def visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
