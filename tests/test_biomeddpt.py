@@ -1,10 +1,20 @@
 """BiomedDPT: the L1 constraint and KL term against hand-computed values, and the clinical prompt
 learner (learned leading words of the template, clear errors for a template that cannot hold them)."""
 
+import json
+import math
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
+import train
 from engine.errors import UserError
+from engine.registry import BACKBONE_REGISTRY
+from engine.trainer import build_trainer
+from engine.utils import set_random_seed
 from trainers.biomedcoop import kdsp_loss
 from trainers.biomeddpt import ClinicalPromptLearner, semantic_l1_loss
 
@@ -48,3 +58,107 @@ def test_clinical_prompt_errors_name_the_key_and_the_fix(tiny_biomedclip):
     torch.manual_seed(0)
     random = ClinicalPromptLearner(tiny_biomedclip, ["glioma"], "a MR photo of a {}.", n_ctx=4)
     assert random.ctx.std().item() == pytest.approx(0.02, rel=0.3)
+
+
+# ----- the trainer on the tiny twins ---------------------------------------------------------------------
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(REPO, "configs/trainers/BiomedDPT/few_shot/btmri.yaml")
+
+
+def make_trainer(root, model, out, extra=()):
+    args = train.parse_args([
+        "--root", root, "--seed", "1", "--trainer", f"BiomedDPT_{model}",
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+        "--config-file", CONFIG, "--output-dir", str(out),
+        "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0", *extra,
+    ])
+    set_random_seed(1)
+    trainer = build_trainer(train.setup_cfg(args))
+    trainer.epoch, trainer.batch_idx = 0, 0
+    return trainer
+
+
+def one_step(trainer) -> dict:
+    loader = trainer.train_batches()
+    trainer.num_batches = len(loader)
+    trainer.set_model_mode("train")
+    return trainer.forward_backward(next(iter(loader)))
+
+
+@pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyHFCLIP"])
+def test_zero_visual_prompts_reweight_attention_and_one_step_moves_only_the_context(synthetic_btmri, tmp_path, model):
+    trainer = make_trainer(synthetic_btmri, model, tmp_path)
+    frozen = BACKBONE_REGISTRY.get(model)().eval()
+    images = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    trainer.set_model_mode("eval")
+    with torch.no_grad():
+        plain = frozen.encode_image(images)
+        prompted = trainer.image_features({"img": images})
+        # the text side starts as the clinical template itself
+        start = frozen.encode_text(trainer.prompt_learner.token_ids)
+        torch.testing.assert_close(trainer.prompt_learner.text_features(), start)
+    # zero tokens carry no content but take a share of every softmax: the image features change
+    assert prompted.shape == plain.shape and not torch.allclose(prompted, plain, atol=1e-4)
+    assert not trainer.visual.tokens.any() and not trainer.visual.tokens.requires_grad
+
+    before = {k: v.detach().clone() for k, v in trainer.backbone.state_dict().items()}
+    ctx = trainer.prompt_learner.ctx.detach().clone()
+    summary = one_step(trainer)
+    assert all(math.isfinite(summary[k]) for k in ("loss", "loss_ce", "loss_l1", "loss_kl"))
+    assert summary["loss_l1"] > 0 and summary["loss_kl"] >= 0
+    after = trainer.backbone.state_dict()
+    assert [k for k in before if not torch.equal(before[k], after[k])] == []
+    assert not torch.equal(ctx, trainer.prompt_learner.ctx)
+    assert not trainer.visual.tokens.any()
+    assert list(trainer._models) == ["prompt_learner"]
+
+
+def test_learned_visual_prompts_start_at_zero_and_train(synthetic_btmri, tmp_path):
+    trainer = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path, ["TRAINER.BIOMEDDPT.VISUAL_LEARNED", "True"])
+    assert list(trainer._models) == ["prompt_learner", "visual_prompts"]
+    depth = trainer.backbone.tower_layers("image").depth
+    assert trainer.visual.tokens.shape == (depth, 4, trainer.backbone.tower_layers("image").width)
+    assert not trainer.visual.tokens.any() and trainer.visual.tokens.requires_grad
+    one_step(trainer)
+    assert trainer.visual.tokens.any()
+
+
+def test_pmcclip_refuses_in_one_line(synthetic_btmri, tmp_path):
+    with pytest.raises(UserError) as err:
+        make_trainer(synthetic_btmri, "TinyPMCCLIP", tmp_path)
+    assert "\n" not in str(err.value) and "BiomedDPT needs deep prompts" in str(err.value)
+
+
+def test_checkpoint_holds_only_the_context_and_reloads_to_the_same_accuracy(synthetic_btmri, tmp_path):
+    out = tmp_path / "run"
+    common = ["--root", synthetic_btmri, "--seed", "1", "--trainer", "BiomedDPT_TinyBiomedCLIP",
+              "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"), "--config-file", CONFIG]
+    opts = ["DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0", "OPTIM.MAX_EPOCH", "2"]
+    assert train.main([*common, "--output-dir", str(out), *opts]) == 0
+    trained = json.load(open(out / "results.json"))
+    assert list(torch.load(out / "prompt_learner" / "model.pth.tar-2", weights_only=False)["state_dict"]) == ["ctx"]
+    assert train.main([*common, "--output-dir", str(tmp_path / "eval"), "--model-dir", str(out), "--eval-only",
+                       *opts]) == 0
+    again = json.load(open(tmp_path / "eval" / "results.json"))
+    assert again["accuracy"] == trained["accuracy"] and again["per_class_accuracy"] == trained["per_class_accuracy"]
+
+
+def run_script(script, args, cwd):
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1",
+           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAINER.BIOMEDDPT.N_PROMPTS 5"}
+    return subprocess.run(["bash", os.path.join(REPO, "scripts/biomeddpt", script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path):
+    proc = run_script("few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.load(open(tmp_path / "output/btmri/shots_2/BiomedDPT_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
+                            / "results.json"))
+    assert result["method"] == "BiomedDPT" and result["total"] == 24 and 0 <= result["accuracy"] <= 100
+    assert result["config"]["TRAINER.BIOMEDDPT.TEMPLATE"] == "a MR photo of a {} in the brain."
+    proc = run_script("base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sub = "btmri/shots_16/BiomedDPT_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
+    new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
+    assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]

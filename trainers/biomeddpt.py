@@ -22,8 +22,29 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backbones.tower_hooks import TowerHooks, require
+from engine.config import prompt_cfg, register_method_cfg
 from engine.errors import UserError
+from engine.prompts import load_ensemble
+from engine.registry import TRAINER_REGISTRY
+from trainers.biomedcoop import kdsp_loss
+from trainers.coop import PromptTrainer
+from trainers.prompt_bank import encode_prompt_bank
 from trainers.prompt_learner import PromptLearner
+
+
+@register_method_cfg("BIOMEDDPT")
+def biomeddpt_cfg():
+    node = prompt_cfg("a photo of a")
+    node.PREC = "auto"  # bf16 autocast on CUDA, fp32 on CPU (the authors trained in fp32: PREC fp32)
+    node.TEMPLATE = "a photo of a {}."  # the clinical template; it begins with CTX_INIT's words
+    node.L1_LAMBDA = 18.75
+    node.KL_LAMBDA = 0.5
+    node.N_PROMPTS = 50  # LLM prompts per class (clip_prompts/<DATASET>.json) behind the distillation targets
+    node.VISUAL_TOKENS = 4  # zero vectors inserted at every image block
+    node.VISUAL_LEARNED = False  # True: train them (from zero) instead of keeping them zero
+    node.VISUAL_DROPOUT = 0.5  # on the visual prompts in training (changes nothing while they are zero)
+    return node
 
 
 def semantic_l1_loss(text: torch.Tensor, ensemble_mean: torch.Tensor) -> torch.Tensor:
@@ -69,3 +90,77 @@ class ClinicalPromptLearner(PromptLearner):
         self.register_buffer("token_prefix", embedding[:, :start].clone(), persistent=False)
         self.register_buffer("token_suffix", embedding[:, start + n_ctx :].clone(), persistent=False)
         self.register_buffer("token_ids", ids, persistent=False)
+
+
+class VisualPrompts(nn.Module):
+    """(depth, n, width) prompt tokens for the image blocks, zero at the start; a parameter only when learned
+    (fixed zeros are a buffer, so checkpoints never hold them)."""
+
+    def __init__(self, depth: int, n: int, width: int, learned: bool, dropout: float):
+        super().__init__()
+        zeros = torch.zeros(depth, n, width)
+        if learned:
+            self.tokens = nn.Parameter(zeros)
+        else:
+            self.register_buffer("tokens", zeros, persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def hooks(self) -> TowerHooks:
+        tokens = self.dropout(self.tokens)
+        return TowerHooks(prompts={i: tokens[i] for i in range(tokens.shape[0])})
+
+
+@TRAINER_REGISTRY.register()
+class BiomedDPT(PromptTrainer):
+    """The clinical prompt's context (and learned visual prompts) trained on pixels through the prompted image tower."""
+
+    cfg_key = "BIOMEDDPT"
+    uses_frozen_image_features = False  # the prompted image tower is not the frozen one: no feature cache
+
+    def check_cfg(self, cfg) -> None:
+        mcfg = cfg.TRAINER.BIOMEDDPT
+        if "{}" not in mcfg.TEMPLATE:
+            raise UserError(f"TRAINER.BIOMEDDPT.TEMPLATE must contain '{{}}' where the class name goes; "
+                            f"got '{mcfg.TEMPLATE}'.")
+        if not isinstance(mcfg.VISUAL_TOKENS, int) or mcfg.VISUAL_TOKENS < 1:
+            raise UserError(f"TRAINER.BIOMEDDPT.VISUAL_TOKENS must be a whole number of at least 1; "
+                            f"got {mcfg.VISUAL_TOKENS}.")
+
+    def build_model(self) -> None:
+        mcfg = self.method_cfg
+        image = require(self.backbone, "BiomedDPT", {"image": "deep prompts (zero vectors at every block)"})["image"]
+        self.prompt_learner = ClinicalPromptLearner(
+            self.backbone, self.classnames, mcfg.TEMPLATE, n_ctx=mcfg.N_CTX, ctx_init=mcfg.CTX_INIT).to(self.device)
+        self.register_model("prompt_learner", self.prompt_learner, *self.build_optim_sched(self.prompt_learner))
+        self.visual = VisualPrompts(image.depth, mcfg.VISUAL_TOKENS, image.width, mcfg.VISUAL_LEARNED,
+                                    mcfg.VISUAL_DROPOUT).to(self.device)
+        if mcfg.VISUAL_LEARNED:
+            self.register_model("visual_prompts", self.visual, *self.build_optim_sched(self.visual))
+        ensemble = load_ensemble(self.cfg.DATASET.NAME, self.classnames, mcfg.N_PROMPTS,
+                                 n_prompts_key="TRAINER.BIOMEDDPT.N_PROMPTS")
+        bank = encode_prompt_bank(self.backbone, ensemble, self.feature_cache.dir)
+        self.ensemble_mean = F.normalize(bank.mean(dim=1), dim=-1)  # (C, D): the LLM prompts' mean direction
+
+    def set_model_mode(self, mode: str = "train", names=None) -> None:
+        super().set_model_mode(mode, names)
+        self.visual.train(mode == "train")
+        self.backbone.text_train(mode == "train")  # the authors' whole model trains in train mode: BERT dropout on
+
+    def image_features(self, batch: dict) -> torch.Tensor:
+        """The prompted image tower; without learned prompts nothing in it trains, so no graph is kept."""
+        images = batch["img"].to(self.device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self.method_cfg.VISUAL_LEARNED):
+            return self.backbone.encode_image_hooked(images, self.visual.hooks())
+
+    def forward_backward(self, batch: dict) -> dict:
+        mcfg = self.method_cfg
+        features, label = self.parse_batch_train(batch)
+        logits, text = self.student_logits(features)
+        scale = self.backbone.logit_scale.detach()
+        zero_shot = scale * F.normalize(features, dim=-1) @ self.ensemble_mean.t()
+        loss_ce = F.cross_entropy(logits, label)
+        loss_l1 = mcfg.L1_LAMBDA * semantic_l1_loss(text, self.ensemble_mean)
+        loss_kl = mcfg.KL_LAMBDA * kdsp_loss(logits, zero_shot)
+        summary = self.finish_step(loss_ce + loss_l1 + loss_kl, logits, label)
+        summary.update(loss_ce=loss_ce.item(), loss_l1=loss_l1.item(), loss_kl=loss_kl.item())
+        return summary
