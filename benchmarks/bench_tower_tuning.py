@@ -1,16 +1,18 @@
-"""One training step of CLIP-LoRA and CLIP-SVD at full BiomedCLIP size (random weights) beside
+"""One training step of CLIP-LoRA, CLIP-SVD and MaPLe at full BiomedCLIP size (random weights) beside
 BiomedCoOp's cached step, with each one's peak memory, measured in one run on this machine.
 
-    python benchmarks/bench_tower_tuning.py [--batch 8] [--repeats 2] [--device cpu]
+    python benchmarks/bench_tower_tuning.py [--batch 8] [--repeats 2] [--device cpu] [--methods MaPLe ...]
 
 Each method runs in its own child process, so its peak resident memory (VmHWM on Linux; peak
 allocated CUDA memory with --device cuda) is its own: the full-size model, the method's additions
 and one step. CLIP-LoRA and CLIP-SVD are built through their real trainers (on a synthetic BTMRI,
 4 classes) and timed on `forward_backward` with a random batch of pixels: image tower forward and
 backward, the class prompts through the adapted text tower, AdamW. CLIP-SVD's one-off factorisation
-of its 144 weights is timed separately. BiomedCoOp's step is the toolkit's: cached image features
-and trimmed prompts (benchmarks/bench_biomedcoop_step.py). The papers train at batch 32 (BiomedCoOp
-at 4); the default batch of 8 keeps a CPU run to minutes. Prints medians and ratios.
+of its 144 weights is timed separately. MaPLe (its real trainer too) prompts both towers at depth 9;
+its learned-value count is also given on full-size CLIP ViT-B/16, where the paper states 3.55 M.
+BiomedCoOp's step is the toolkit's: cached image features and trimmed prompts
+(benchmarks/bench_biomedcoop_step.py). The papers train at batch 32 (BiomedCoOp and MaPLe at 4);
+the default batch of 8 keeps a CPU run to minutes. Prints medians and ratios.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import _bootstrap  # noqa: E402,F401
 from timing import median_time  # noqa: E402
 
 CLASSES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain"]
+METHODS = ("BiomedCoOp", "CLIPLoRA", "CLIPSVD", "MaPLe")
 
 
 def rss_mib(field: str) -> float:
@@ -53,7 +56,8 @@ def tower_method(method: str, args) -> dict:
     root = tempfile.mkdtemp(prefix="bench_tower_")
     write_dataset(root, "BTMRI", per_class=8, size=32)
     config = {"CLIPLoRA": "configs/trainers/CLIPLoRA/default.yaml",
-              "CLIPSVD": "configs/trainers/CLIPSVD/few_shot/btmri.yaml"}[method]
+              "CLIPSVD": "configs/trainers/CLIPSVD/few_shot/btmri.yaml",
+              "MaPLe": "configs/trainers/MaPLe/default.yaml"}[method]
     repo = _bootstrap.REPO
     cfg = train.setup_cfg(train.parse_args([
         "--root", root, "--seed", "1", "--trainer", f"{method}_BiomedCLIP", "--output-dir", os.path.join(root, "out"),
@@ -71,14 +75,18 @@ def tower_method(method: str, args) -> dict:
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     trainer.set_model_mode("train")
+    trainer.batch_idx, trainer.num_batches = 0, 2  # mid-epoch: an epoch-scheduled method (MaPLe) steps no LR
 
     def step():
         trainer.forward_backward(batch)
         if args.device == "cuda":
             torch.cuda.synchronize()
 
+    learned = trainer.prompt_learner if method == "MaPLe" else trainer.learned
     out = {"step_s": median_time(step, args.repeats), "build_s": build_s, "rss_after_build": after_build,
-           "learned": sum(p.numel() for p in trainer.learned.parameters())}
+           "learned": sum(p.numel() for p in learned.parameters())}
+    if method == "MaPLe":
+        out["learned_clip"] = maple_values_on_clip(cfg)
     if method == "CLIPSVD":
         from trainers.clip_svd import factorise
 
@@ -93,6 +101,19 @@ def tower_method(method: str, args) -> dict:
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     shutil.rmtree(root, ignore_errors=True)
     return out
+
+
+def maple_values_on_clip(cfg) -> int:
+    """MaPLe's learned values on full-size CLIP ViT-B/16 (random weights), at the config's depth."""
+    from backbones.tower_hooks import require
+    from engine.registry import BACKBONE_REGISTRY
+    from trainers.maple import MultiModalPrompts
+
+    clip = BACKBONE_REGISTRY.get("CLIP")(cfg)
+    mcfg = cfg.TRAINER.MAPLE
+    width = require(clip, "MaPLe", {"image": "deep prompts"})["image"].width
+    prompts = MultiModalPrompts(clip, CLASSES, mcfg.N_CTX, mcfg.CTX_INIT, mcfg.PROMPT_DEPTH, width)
+    return sum(p.numel() for p in prompts.parameters())
 
 
 def biomedcoop_cached(args) -> dict:
@@ -161,13 +182,15 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--methods", nargs="+", choices=METHODS[1:], default=list(METHODS[1:]),
+                   help="the pixel-path methods to time (BiomedCoOp's cached step is always the baseline)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results = {}
-    for method in ("BiomedCoOp", "CLIPLoRA", "CLIPSVD"):
+    for method in ("BiomedCoOp", *args.methods):
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", method, "--batch", str(args.batch),
              "--repeats", str(args.repeats), "--device", args.device],
@@ -183,7 +206,8 @@ def main(argv=None) -> int:
           f"batch={args.batch}, {len(CLASSES)} classes, median of {args.repeats} steps after one warm-up")
     mem = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB (after build)"
     print(f"{'method':<26}{'learned':>10}{'step s':>10}{'x cached':>10}   {mem}")
-    labels = {"BiomedCoOp": "BiomedCoOp (cached step)", "CLIPLoRA": "CLIP-LoRA", "CLIPSVD": "CLIP-SVD"}
+    labels = {"BiomedCoOp": "BiomedCoOp (cached step)", "CLIPLoRA": "CLIP-LoRA", "CLIPSVD": "CLIP-SVD",
+              "MaPLe": "MaPLe (depth 9)"}
     for method, r in results.items():
         if args.device == "cuda":
             memory = f"{r['peak_cuda_mib']:.0f}"
@@ -191,11 +215,15 @@ def main(argv=None) -> int:
             memory = f"{r['peak_rss']:.0f} ({r['rss_after_build']:.0f})"
         ratio = r["step_s"] / base["step_s"]
         print(f"{labels[method]:<26}{r['learned']:>10,}{r['step_s']:>10.3f}{ratio:>10.1f}   {memory}")
-    svd = results["CLIPSVD"]
-    print(f"CLIP-SVD set-up (factorising 144 matrices once, within the trainer build): {svd['build_s']:.1f}s "
-          f"vs {results['CLIPLoRA']['build_s']:.1f}s for CLIP-LoRA's build")
-    print(f"one 768x768 SVD: single-threaded {svd['svd_1thread_s']:.3f}s, {svd['svd_threads']} threads "
-          f"{svd['svd_default_s']:.3f}s (ratio {svd['svd_default_s'] / svd['svd_1thread_s']:.1f}x)")
+    svd = results.get("CLIPSVD")
+    if svd and "CLIPLoRA" in results:
+        print(f"CLIP-SVD set-up (factorising 144 matrices once, within the trainer build): {svd['build_s']:.1f}s "
+              f"vs {results['CLIPLoRA']['build_s']:.1f}s for CLIP-LoRA's build")
+    if svd:
+        print(f"one 768x768 SVD: single-threaded {svd['svd_1thread_s']:.3f}s, {svd['svd_threads']} threads "
+              f"{svd['svd_default_s']:.3f}s (ratio {svd['svd_default_s'] / svd['svd_1thread_s']:.1f}x)")
+    if "MaPLe" in results:
+        print(f"MaPLe learned values on full-size CLIP ViT-B/16: {results['MaPLe']['learned_clip']:,}")
     return 0
 
 
