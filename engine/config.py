@@ -285,14 +285,14 @@ def config_differences(old: dict, new: dict, limit: int = 8) -> list[str]:
 FEWSHOT_PROTOCOLS = ("balanced", "imbalanced")
 
 
-def check_config_values(cfg: CN) -> None:
-    """Refuse values that would otherwise crash later or silently do something else, one key each."""
-
 def epoch_budget(cfg: CN) -> int:
     """Epochs a run trains: OPTIM.MAX_EPOCH, cut to TRAIN.TRIAL_EPOCHS in a trial run."""
     trial = cfg.TRAIN.TRIAL_EPOCHS
     return min(cfg.OPTIM.MAX_EPOCH, trial) if trial > 0 else cfg.OPTIM.MAX_EPOCH
 
+
+def check_config_values(cfg: CN) -> None:
+    """Refuse values that would otherwise crash later or silently do something else, one key each."""
 
     def positive_int(key: str, value: Any, extra: str = "") -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -302,12 +302,12 @@ def epoch_budget(cfg: CN) -> int:
     if shots != -1:
         positive_int("DATASET.NUM_SHOTS", shots, " (images per class), or -1 for all training images")
     positive_int("OPTIM.MAX_EPOCH", cfg.OPTIM.MAX_EPOCH)
-    positive_int("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
-    positive_int("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE)
-    if cfg.TEST.SPLIT not in ("val", "test"):
     trial = cfg.TRAIN.TRIAL_EPOCHS
     if trial != 0:
         positive_int("TRAIN.TRIAL_EPOCHS", trial, " (epochs of a trial run), or 0 for none")
+    positive_int("DATALOADER.TRAIN_X.BATCH_SIZE", cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
+    positive_int("DATALOADER.TEST.BATCH_SIZE", cfg.DATALOADER.TEST.BATCH_SIZE)
+    if cfg.TEST.SPLIT not in ("val", "test"):
         raise UserError(f"TEST.SPLIT must be val or test (the split that is evaluated); got {cfg.TEST.SPLIT!r}.")
     if cfg.DATASET.FEWSHOT_PROTOCOL not in FEWSHOT_PROTOCOLS:
         raise UserError(f"DATASET.FEWSHOT_PROTOCOL must be {' or '.join(FEWSHOT_PROTOCOLS)}; "
