@@ -80,9 +80,10 @@ class RunIdentity:
     """What a run measures; runs with equal identities are seeds of one another.
 
     protocol: few_shot, base2new, transfer (an eval-only run of weights trained on another dataset)
-    or dg (domain generalisation). task: "all" for few-shot, "base" / "new" for base-to-novel, the
-    source dataset for transfer, the target dataset for dg. A record may state its own "protocol"
-    and "task" (protocols that the layout cannot infer); otherwise they are inferred here.
+    or dg (domain generalisation). dataset: the data the run was tested on (for transfer and dg, the
+    target). task: "all" for few-shot, "base" / "new" for base-to-novel, and for transfer and dg the
+    source dataset the weights were trained on. A record may state its own "protocol", "source" and
+    "task" (protocols that the layout cannot infer, such as dg); otherwise they are inferred here.
     """
 
     protocol: str
@@ -132,6 +133,7 @@ class RunIdentity:
         run on another dataset a transfer run. `hint`: what the folder layout says (results.folder_hint),
         used for fields an older record lacks."""
         hint = hint or {}
+        source = source or (str(record["source"]) if record.get("source") else None)
         config = record.get("config") if isinstance(record.get("config"), dict) else {}
         dataset = str(record.get("dataset") or hint.get("dataset") or "?")
         shots = record.get("num_shots", hint.get("shots", -1))
@@ -144,6 +146,8 @@ class RunIdentity:
             protocol, task = "base2new", subsample
         elif record.get("eval_only") and source and source != dataset:
             protocol, task = "transfer", source
+        if record.get("protocol") in ("dg", "transfer") and source:
+            task = source  # a protocol the record states (dg): its runs are told apart by their source
         protocol = str(record.get("protocol") or protocol)
         task = str(record.get("task") or task)
         label = record.get("label") if "label" in record else hint.get("label", "")

@@ -61,6 +61,9 @@ def test_identity_from_a_record_and_from_the_config_agree():
     assert own_eval.protocol == "few_shot"  # a released checkpoint tested on its own dataset
     stated = RunIdentity.from_record({**record, "protocol": "dg", "task": "BUSI"})
     assert (stated.protocol, stated.task) == ("dg", "BUSI")
+    dg = RunIdentity.from_record({**record, "eval_only": True, "protocol": "dg", "source": "BTMRI", "dataset": "BUSI"})
+    assert (dg.protocol, dg.task, dg.dataset) == ("dg", "BTMRI", "BUSI")  # task: where the weights come from
+    assert RunIdentity.from_record({**record, "protocol": "few_shot"}).task == "all"
     random = RunIdentity.from_record({**record, "pretrained": False})
     assert random.model == "BiomedCLIP-random"
     assert RunIdentity.from_record({**record, "label": "ce", "fewshot_protocol": "imbalanced"}).variant == \
