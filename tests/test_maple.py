@@ -112,3 +112,16 @@ def test_scripts_run_end_to_end(synthetic_btmri, tmp_path):
     sub = "btmri/shots_16/MaPLe_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
     assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]
+
+
+def test_bf16_autocast_step_keeps_fp32_prompts(synthetic_btmri, tmp_path):
+    trainer = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path, ["TRAINER.MAPLE.PREC", "bf16"])
+    assert trainer.train_amp_dtype == torch.bfloat16
+    frozen = {k: v.clone() for k, v in trainer.backbone.state_dict().items()}
+    trainer.set_model_mode("train")
+    trainer.batch_idx, trainer.num_batches = 0, 2
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # what the engine wraps around forward_backward
+        summary = trainer.forward_backward(next(iter(trainer.dm.train_loader_x)))
+    assert torch.isfinite(torch.tensor(summary["loss"]))
+    assert all(p.dtype == torch.float32 for p in trainer.prompt_learner.parameters())
+    assert all(torch.equal(frozen[k], v) for k, v in trainer.backbone.state_dict().items())
