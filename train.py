@@ -89,6 +89,9 @@ def setup_cfg(args: argparse.Namespace):
     _, backbone = split_trainer_name(cfg.TRAINER.NAME)
     if backbone:
         cfg.MODEL.BACKBONE.NAME = backbone
+    from backbones.base import preset_input
+
+    preset_input(cfg, set(args.opts[0::2]))  # a named preset's own image size, mean and std
     check_config_values(cfg)
     cfg.freeze()
     return cfg

@@ -163,6 +163,25 @@ class Backbone(nn.Module):
         return f"{self.name}-{digest.hexdigest()[:12]}"
 
 
+def preset_input(cfg, given: set[str]) -> dict:
+    """A named preset's own image preprocessing (its builder's `preprocess`: size, mean, std,
+    interpolation from the model's config) written into cfg.INPUT, so each preset is fed as it was
+    trained whatever the method's config file says; keys in `given` (command-line options) win.
+    Returns what was set (empty for models without a preset preprocessing)."""
+    from engine.registry import BACKBONE_REGISTRY
+
+    name = cfg.MODEL.BACKBONE.NAME
+    prep = getattr(BACKBONE_REGISTRY.get(name), "preprocess", None) if name in BACKBONE_REGISTRY else None
+    if not prep:
+        return {}
+    wanted = {"INPUT.SIZE": (prep["size"], prep["size"]), "INPUT.PIXEL_MEAN": list(prep["mean"]),
+              "INPUT.PIXEL_STD": list(prep["std"]), "INPUT.INTERPOLATION": prep["interpolation"]}
+    applied = {key: value for key, value in wanted.items() if key not in given}
+    for key, value in applied.items():
+        setattr(cfg.INPUT, key.split(".", 1)[1], value)
+    return applied
+
+
 def weights_dir(cfg, model_name: str) -> str | None:
     """The local folder holding `model_name`'s files: MODEL.BACKBONE.PATH, else $BIOMEDCOOP_WEIGHTS_DIR/<name>."""
     explicit = cfg.MODEL.BACKBONE.PATH if cfg is not None else ""

@@ -232,9 +232,39 @@ def pubmedclip(cfg=None) -> TextTransformerCLIP:
     return clip_family("PubMedCLIP", cfg)
 
 
+# Newer models as presets of this family: open_clip's CLIP class with a config and a weights file.
+@BACKBONE_REGISTRY.register(name="CLIPViTL14")
+def clip_vit_l14(cfg=None) -> TextTransformerCLIP:
+    """OpenAI's CLIP ViT-L/14 (open_clip 'ViT-L-14:openai'), OpenAI's own file."""
+    return clip_family("CLIPViTL14", cfg)
+
+
+@BACKBONE_REGISTRY.register(name="BMCCLIP")
+def bmc_clip(cfg=None) -> TextTransformerCLIP:
+    """BMC-CLIP (BIOMEDICA/BMC_CLIP_CF): an open_clip ViT-L-14 whose checkpoint keeps the weights under
+    'state_dict' with DataParallel's 'module.' prefix (read_openai_state_dict removes it)."""
+    return clip_family("BMCCLIP", cfg)
+
+
 def tiny_clip_family(name: str) -> TextTransformerCLIP:
     with seeded():
         return TextTransformerCLIP(build_clip(load_family_config(name)), name)
+
+
+@BACKBONE_REGISTRY.register(name="TinyCLIPViTL14")
+def tiny_clip_vit_l14(cfg=None) -> TextTransformerCLIP:
+    return tiny_clip_family("TinyCLIPViTL14")
+
+
+@BACKBONE_REGISTRY.register(name="TinyBMCCLIP")
+def tiny_bmc_clip(cfg=None) -> TextTransformerCLIP:
+    return tiny_clip_family("TinyBMCCLIP")
+
+
+# Each preset states its own image preprocessing (train.py applies it to INPUT.*; see preset_input).
+for _builder, _name in ((clip_vit_l14, "CLIPViTL14"), (bmc_clip, "BMCCLIP"),
+                        (tiny_clip_vit_l14, "TinyCLIPViTL14"), (tiny_bmc_clip, "TinyBMCCLIP")):
+    _builder.preprocess = load_family_config(_name)["preprocess"]
 
 
 @BACKBONE_REGISTRY.register(name="TinyCLIP")

@@ -55,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from backbones.base import WEIGHTS_ENV, Backbone, hub_problem, safe_name
+from backbones.base import WEIGHTS_ENV, Backbone, hub_problem, load_family_config, safe_name
 from backbones.open_clip_family import hf_text_layers, source_label
 from backbones.tower_hooks import TowerLayers
 from backbones.twins import _WORDS, seeded
@@ -472,6 +472,49 @@ def hf_siglip(cfg=None) -> HFDualEncoder:
 hf_clip.label = hf_siglip.label = source_label
 
 
+def gated_weights_error(name: str, hub_id: str, detail: str) -> UserError:
+    """The missing-weights error of a gated model: the hub serves its files only to an account that
+    accepted the licence, so the fix starts there (and uses the hub's own client, which sends the token)."""
+    local = f"WEIGHTS/{safe_name(hub_id)}"
+    return UserError(
+        f"{name} weights ({hub_id}) are not available on this machine: {detail}.\n"
+        f"{hub_id} is gated on the Hugging Face hub. Fix, on a machine with internet:\n"
+        f"    1. open https://huggingface.co/{hub_id} while logged in and accept its licence;\n"
+        f"    2. run `hf auth login` (or `huggingface-cli login`) with an access token of that account;\n"
+        f"    3. run `hf download {hub_id} --local-dir {local}` (tools/download_weights.py sends no token, "
+        f"so it cannot fetch gated files);\n"
+        f"copy WEIGHTS here, then add `MODEL.BACKBONE.PATH WEIGHTS` to the train.py command (or export "
+        f"{WEIGHTS_ENV}=WEIGHTS). After step 2, a first run with internet also fills the Hugging Face cache. "
+        f"To try the pipeline without weights, use the offline twin Tiny{name}."
+    )
+
+
+@BACKBONE_REGISTRY.register(name="MedSigLIP")
+def medsiglip(cfg=None) -> HFDualEncoder:
+    """MedSigLIP-448 as a named preset of HFSigLIP: the hub id and preprocessing of backbones/configs/MedSigLIP.json.
+    Its files: MODEL.BACKBONE.PATH (the folder, or one holding google--medsiglip-448/), else
+    $BIOMEDCOOP_WEIGHTS_DIR/google--medsiglip-448, else the Hugging Face cache or hub."""
+    spec = load_family_config("MedSigLIP")
+    hub = spec["hub_id"]
+    pretrained = cfg is None or cfg.MODEL.BACKBONE.PRETRAINED
+    folder = local_folder(cfg, hub)
+    if folder:
+        backbone = load_folder(folder, "HFSigLIP", pretrained)
+    else:
+        problem = hub_problem(hub, "config.json")
+        if problem:
+            raise gated_weights_error("MedSigLIP", hub, problem)
+        try:
+            backbone = load_hub(hub, "HFSigLIP", pretrained)
+        except UserError as err:  # refused by the hub (no licence accepted, no token) or cut off
+            raise gated_weights_error("MedSigLIP", hub, str(err).split("\n", 1)[0]) from err
+    backbone.name = "MedSigLIP"
+    return note_preprocessing(backbone, cfg, hub)
+
+
+medsiglip.preprocess = load_family_config("MedSigLIP")["preprocess"]
+
+
 # ----- tiny twins -------------------------------------------------------------------------------------
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
 
@@ -555,14 +598,16 @@ def tiny_siglip_tokenizer():
                                    model_max_length=64)
 
 
-def tiny_config(kind: str):
-    """The default transformers config of `kind`, shrunk; the SigLIP twin's vocabulary is the toy one."""
+def tiny_config(kind: str, image_size: int | None = None):
+    """The default transformers config of `kind`, shrunk; the SigLIP twin's vocabulary is the toy one.
+    `image_size` sets the vision tower's input size (a preset's), still in 7 x 7 patches."""
     from transformers import CLIPConfig, SiglipConfig
 
+    vision = {"image_size": image_size} if image_size else {}
     if kind == "clip":
-        return shrink_config(CLIPConfig())
+        return shrink_config(CLIPConfig(vision_config=vision))
     text = {"vocab_size": len(toy_unigram_pieces()), "pad_token_id": 1, "eos_token_id": 1, "bos_token_id": None}
-    return shrink_config(SiglipConfig(text_config=text))
+    return shrink_config(SiglipConfig(text_config=text, vision_config=vision))
 
 
 def tiny_twin(kind: str) -> HFDualEncoder:
@@ -588,3 +633,22 @@ def tiny_hf_clip(cfg=None) -> HFDualEncoder:
 @BACKBONE_REGISTRY.register(name="TinyHFSigLIP")
 def tiny_hf_siglip(cfg=None) -> HFDualEncoder:
     return tiny_twin("siglip")
+
+
+@BACKBONE_REGISTRY.register(name="TinyMedSigLIP")
+def tiny_medsiglip(cfg=None) -> HFDualEncoder:
+    """MedSigLIP's twin: the SigLIP twin at the preset's 448 px (7 x 7 patches of 64 px), named for it."""
+    import transformers
+
+    size = load_family_config("TinyMedSigLIP")["preprocess"]["size"]
+    with _quiet_loading():
+        config = tiny_config("siglip", image_size=size)
+    with seeded():
+        model = transformers.SiglipModel(config)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(10.0))
+        model.logit_bias.fill_(-10.0)
+    return HFDualEncoder(model, tiny_siglip_tokenizer(), "TinyMedSigLIP")
+
+
+tiny_medsiglip.preprocess = load_family_config("TinyMedSigLIP")["preprocess"]
