@@ -50,7 +50,8 @@ def test_prompts_follow_the_authors_construction(synthetic_btmri, tmp_path):
     assert count == 2 * text_w + (text_w * width + width) * 2 + 2 * text_w
 
 
-@pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyCLIP", "TinyHFSigLIP"])
+@pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyCLIP", "TinyPubMedCLIP", "TinyOpenCLIP", "TinyHFCLIP",
+                                   "TinyHFSigLIP"])
 def test_one_step_moves_only_the_learned_tensors(synthetic_btmri, tmp_path, model):
     trainer = make_trainer(synthetic_btmri, model, tmp_path)
     frozen = {k: v.clone() for k, v in trainer.backbone.state_dict().items()}
