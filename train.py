@@ -41,7 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--source-domains", nargs="+", help="unused by these benchmarks (Dassl compatibility)")
     p.add_argument("--target-domains", nargs="+", help="unused by these benchmarks (Dassl compatibility)")
     p.add_argument("--transforms", nargs="+", help="training transforms, e.g. random_resized_crop normalize")
-    p.add_argument("--config-file", default="", help="method config (configs/trainers/...)")
+    p.add_argument("--config-file", default="",
+                   help="method config: configs/trainers/<Method>/..., the file scripts/<method>/*.sh pass "
+                        "(README.md, Methods, lists each method's layout)")
     p.add_argument("--dataset-config-file", default="", help="dataset config (configs/datasets/...)")
     p.add_argument("--trainer", default="", help="<METHOD>_<MODEL>, e.g. BiomedCoOp_BiomedCLIP")
     p.add_argument("--backbone", default="", help="model family, when --trainer has no _<MODEL> suffix")

@@ -304,3 +304,38 @@ def test_run_all_help_does_not_import_torch():
             "except SystemExit:\n    pass\nprint('torch' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert "usage: run_all.py" in done.stdout and done.stdout.strip().splitlines()[-1] == "False", done.stderr
+
+
+# ----- item 13: LP++'s negative initial alpha on a twin is explained -----------------------------------------
+def test_lpp_says_why_a_twin_starts_backwards(synthetic_btmri, tmp_path):
+    out = tmp_path / "lpp"
+    argv = args_for(synthetic_btmri, out, "TRAIN.PRINT_FREQ", "1", trainer="LPPlusPlus_TinyBiomedCLIP", epochs=1)
+    argv[argv.index("--dataset-config-file"):argv.index("--dataset-config-file")] = [
+        "--config-file", os.path.join(REPO, "configs/trainers/LPPlusPlus/few_shot.yaml")]
+    assert train.main(argv) == 0
+    log = (out / "log.txt").read_text()
+    alpha = float(log.split("initial alpha ", 1)[1].split()[0])
+    assert alpha < 0  # the twin's images are anti-aligned with their own class's text
+    assert "note: LP++'s initial alpha is negative" in log and "docs/offline.md" in log
+
+
+def test_readme_names_the_config_layout_of_every_methods_scripts():
+    """Every config a method's scripts pass exists and is of a layout README's Methods section describes."""
+    import glob
+    import re
+
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    methods = readme.split("## Methods", 1)[1].split("\n## ", 1)[0]
+    layouts = {"few_shot": "few_shot/", "base_to_novel": "base_to_novel/", "vit_b16.yaml": "vit_b16.yaml",
+               "vit_b16_base2new.yaml": "vit_b16_base2new.yaml", "few_shot.yaml": "few_shot.yaml",
+               "default.yaml": "default.yaml"}
+    seen = set()
+    for script in glob.glob(os.path.join(REPO, "scripts", "*", "*.sh")):
+        for path in re.findall(r"configs/trainers/(\w+)/([\w.]+)", open(script, encoding="utf-8").read()):
+            method, tail = path
+            target = os.path.join(REPO, "configs", "trainers", method, tail)
+            assert tail in layouts, f"{script}: {method}/{tail} is a layout README does not describe"
+            assert os.path.isfile(target) or os.path.isfile(os.path.join(target, "default.yaml")), target
+            seen.add(tail)
+    for tail in seen:
+        assert f"`{layouts[tail]}" in methods, tail

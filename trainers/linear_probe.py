@@ -203,6 +203,13 @@ class LPPlusPlus(FeatureMethod):
             self.head.linear.weight.copy_(lpp_init_weight(feats, labels, n_classes))
             self.head.alpha.fill_(alpha0)
         self.logger.info(f"LP++: lr_w {lr_w:.4g}, lr_alpha {lr_alpha:.4g}, initial alpha {alpha0:.4g}")
+        if alpha0 < 0:  # trained CLIP-style models give positive image-text cosines; random twins need not
+            self.logger.info(
+                f"note: LP++'s initial alpha is negative: this model's images are on average anti-aligned with "
+                f"their own class's text ({alpha0 / mcfg.ALPHA_INIT_SCALE:.3f} cosine), as random weights (a Tiny "
+                "twin) can be, so the text term first ranks classes backwards and the early epochs score near 0%; "
+                "W outweighs it after a few epochs (docs/offline.md, tiny twins)"
+            )
         optim = torch.optim.SGD(self.head.linear.parameters(), lr=lr_w, momentum=self.cfg.OPTIM.MOMENTUM)
         best_acc, best_state, best_epoch = 0.0, None, 0
         for epoch in range(self.max_epoch):
