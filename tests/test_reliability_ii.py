@@ -339,3 +339,21 @@ def test_readme_names_the_config_layout_of_every_methods_scripts():
             seen.add(tail)
     for tail in seen:
         assert f"`{layouts[tail]}" in methods, tail
+
+
+def test_readme_lists_the_new_messages():
+    readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
+    section = readme.split("## When something goes wrong", 1)[1].split("\n## ", 1)[0]
+    sources = "".join(open(os.path.join(REPO, p), encoding="utf-8").read() for p in (
+        "train.py", "engine/run_lock.py", "engine/trainer.py", "engine/data.py", "engine/utils.py",
+        "trainers/linear_probe.py"))
+    for in_code, in_readme in [
+        ("is in use by another run", "is in use by another run"),
+        ("; run the same command again to resume", "interrupted at epoch E; run the same command again to resume"),
+        ("was trained with {what}", "was trained with model M (this run: N)"),
+        ("have no training image in this run", "have no training image in this run"),
+        ("no space left on {folder}", "no space left on FOLDER"),
+        ("LP++'s initial alpha is negative", "LP++'s initial alpha is negative"),
+    ]:
+        assert in_code in sources, in_code  # the message still exists ...
+        assert in_readme in section, in_readme  # ... and the README says what to do about it
