@@ -160,6 +160,10 @@ def run(args: argparse.Namespace, cfg) -> int:
         trainer.run_options = run_options(args, cfg)
         if args.eval_only:
             trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            if cfg.TEST.DATASET:  # domain generalisation: score another benchmark's test split
+                from datasets.domain_generalization import retarget
+
+                retarget(trainer, cfg.TEST.DATASET)
         if cfg.OUTPUT_DIR:
             open_log_file(cfg.OUTPUT_DIR)
             logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
@@ -191,6 +195,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
+        if cfg.TEST.DATASET and not args.eval_only:
+            raise UserError(f"TEST.DATASET {cfg.TEST.DATASET} scores a trained run on another dataset: pass "
+                            "--eval-only --model-dir <the trained run's folder> with it.")
         if args.print_model_label:  # the scripts name a run's folder by it
             from engine.trainer import backbone_label
 

@@ -1,4 +1,5 @@
-"""The eleven benchmarks of the paper, declared as data: folder, class strings in label order, counts, sources."""
+"""The eleven benchmarks of the paper, and the six domain-generalisation targets, declared as data: folder,
+class strings in label order, counts, sources."""
 
 from __future__ import annotations
 
@@ -79,18 +80,51 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
     ]
 }
 
-# One registered reader class per benchmark, named as DATASET.NAME, generated from the table.
-for _spec in BENCHMARKS.values():
-    DATASET_REGISTRY.register(type(_spec.name, (SplitJsonDataset,), {"spec": _spec}))
+# Domain-generalisation targets (the protocol of Evi-Steer, arXiv 2605.26292): the same classes as
+# their source benchmark, imaged at other sites or on other scanners. A model trained on the source is
+# tested on each target without retraining (docs/domain_generalization.md). Folders, split files and
+# class strings follow the Evi-Steer release; the archives sit beside the benchmarks' on the
+# BiomedCoOp HuggingFace dataset (no Google Drive copy). Their published image counts are not
+# declared: Evi-Steer's table lists no val images, yet its UDIAT split file has a val list.
+# The image extension is only what the synthetic twin writes.
+_BRAIN = ("glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain")
+_BREAST = ("benign tumor", "malignant tumor")
+DG_TARGETS: dict[str, BenchmarkSpec] = {
+    spec.name: spec
+    for spec in [
+        BenchmarkSpec("BRISC", "brisc", _BRAIN, "brain MRI", ".jpg", has_base2new=False),
+        BenchmarkSpec("BTMRI-P", "btmri_p", _BRAIN, "brain MRI", ".jpg", has_base2new=False),
+        BenchmarkSpec("BTMRI-S", "btmri_s", _BRAIN, "brain MRI", ".jpg", has_base2new=False),
+        BenchmarkSpec("BUID", "buid", _BREAST, "breast ultrasound", ".png", has_base2new=False),
+        BenchmarkSpec("BUSBRA", "busbra", _BREAST, "breast ultrasound", ".png", has_base2new=False),
+        BenchmarkSpec("UDIAT", "udiat", _BREAST, "breast ultrasound", ".png", has_base2new=False),
+    ]
+}
+# target -> the benchmark it is the out-of-distribution test of (and whose prompt ensemble it reads)
+DG_SOURCE = {"BRISC": "BTMRI", "BTMRI-P": "BTMRI", "BTMRI-S": "BTMRI", "BUID": "BUSI", "BUSBRA": "BUSI",
+             "UDIAT": "BUSI"}
+ALL_SPECS: dict[str, BenchmarkSpec] = {**BENCHMARKS, **DG_TARGETS}
+
+# One registered reader class per benchmark, named as DATASET.NAME, generated from the table. A target
+# names its source as `prompt_dataset`: engine/prompts.py reads the source's ensemble for it.
+for _spec in ALL_SPECS.values():
+    _extra = {"prompt_dataset": DG_SOURCE[_spec.name]} if _spec.name in DG_SOURCE else {}
+    DATASET_REGISTRY.register(type(_spec.name, (SplitJsonDataset,), {"spec": _spec, **_extra}))
 
 
 def spec_for(name: str) -> BenchmarkSpec:
-    """Look up by DATASET.NAME or config name, case-insensitively (btmri, BTMRI, covid, COVID_19)."""
+    """Look up by DATASET.NAME or config name, case-insensitively (btmri, BTMRI, covid, COVID_19, btmri_p)."""
     key = name.lower()
-    for spec in BENCHMARKS.values():
+    for spec in ALL_SPECS.values():
         if key in (spec.name.lower(), spec.config):
             return spec
     from engine.errors import UserError
 
-    valid = ", ".join(f"{s.name} ({s.config})" for s in BENCHMARKS.values())
+    valid = ", ".join(f"{s.name} ({s.config})" for s in ALL_SPECS.values())
     raise UserError(f"Unknown benchmark '{name}'. Valid: {valid}.")
+
+
+def dg_targets(source: str) -> list[str]:
+    """The DATASET.NAMEs of the domain-generalisation targets of benchmark `source` (any spelling)."""
+    name = spec_for(source).name
+    return [target for target, src in DG_SOURCE.items() if src == name]

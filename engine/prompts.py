@@ -16,7 +16,15 @@ PROMPTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 
 def prompt_file(dataset: str, directory: str | None = None) -> str:
-    return os.path.join(directory or PROMPTS_DIR, f"{dataset}.json")
+    """<directory or clip_prompts>/<dataset>.json; a dataset without its own file whose reader names a
+    `prompt_dataset` (a domain-generalisation target: its source's classes at another site) reads that one's."""
+    own = os.path.join(directory or PROMPTS_DIR, f"{dataset}.json")
+    if os.path.isfile(own):
+        return own
+    from engine.registry import DATASET_REGISTRY
+
+    source = getattr(DATASET_REGISTRY.get(dataset), "prompt_dataset", "") if dataset in DATASET_REGISTRY else ""
+    return os.path.join(directory or PROMPTS_DIR, f"{source}.json") if source else own
 
 
 def schema_problem(data) -> str | None:

@@ -106,6 +106,11 @@ class TrainerX:
     # Whether TrainerX applies TRAINER.<METHOD>.PREC (autocast + gradient scaler) around
     # forward_backward; methods that manage their own precision set this False.
     engine_mixed_precision = True
+    # Scoring on another dataset's test split (TEST.DATASET, datasets/domain_generalization.py sets
+    # these): the output columns its labels 0.. name, its class names, and what results.json adds.
+    eval_columns: list[int] | None = None
+    eval_classnames: list[str] | None = None
+    eval_record: dict = {}
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -353,7 +358,6 @@ class TrainerX:
             "to load it into this one on purpose."
         )
 
-
     def load_model(self, directory: str, epoch: int | None = None) -> None:
         if not directory:
             return
@@ -501,7 +505,10 @@ class TrainerX:
             loader = self.dm.val_loader if split == "val" else self.dm.test_loader
             for batch in tqdm(loader, desc=f"{split} set", leave=False, disable=None):
                 outputs.append(self.model_inference(self.image_features(batch)).float().cpu())
-        report = classification_report(torch.cat(outputs), labels, self.classnames)
+        logits = torch.cat(outputs)
+        if self.eval_columns is not None:
+            logits = logits[:, self.eval_columns]
+        report = classification_report(logits, labels, self.eval_classnames or self.classnames)
         self.logger.info(f"Evaluate on the *{split}* set")
         for line in report_lines(report, self.cfg.TEST.PER_CLASS_RESULT):
             self.logger.info(line)
@@ -527,7 +534,7 @@ class TrainerX:
         """Method-specific facts results.json records beside the accuracy; JSON-ready. Methods that
         add their own extend this one's: which split chose the hyper-parameters, when any did."""
         source = getattr(self, "validation_source", None)
-        return {"validation": source} if source else {}
+        return {**({"validation": source} if source else {}), **self.eval_record}
 
     def effective_config(self) -> dict:
         """What results.json records and scripts compare before skipping a seed (see train.py)."""

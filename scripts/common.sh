@@ -130,6 +130,44 @@ base2new() {
     done
 }
 
+dg_targets() {  # dg_targets SOURCE -> the config names of SOURCE's domain-generalisation targets
+    local found
+    found=$("$PYTHON" -c 'import sys; sys.path.insert(0, sys.argv[1])
+from datasets.benchmarks import dg_targets, spec_for
+print(" ".join(spec_for(t).config for t in dg_targets(sys.argv[2])))' "$REPO" "$1") || exit 2
+    if [ -z "$found" ]; then
+        echo "error: '$1' has no domain-generalisation targets (btmri and busi have); name them with TARGETS=\"...\"" >&2
+        exit 2
+    fi
+    echo "$found"
+}
+
+# dg METHOD CONFIG DATA SOURCE SHOTS MODEL: domain generalisation. Trains on SOURCE exactly as few_shot
+# does (a finished few-shot run with the same settings is reused), then scores each seed's model,
+# without retraining, on the test split of each target (TARGETS="...", default SOURCE's DG targets):
+# train.py --eval-only --model-dir <the source run> TEST.DATASET <target>, written to
+# $OUTPUT_ROOT/<target>/shots_<K>/<METHOD>_<MODEL>/<config tag>_from_<source>/seed<S> (transfer.sh's layout).
+dg() {
+    local method=$1 config=$2 data=$3 source=${4,,} shots=$5 model=$6
+    local targets; targets=${TARGETS:-$(dg_targets "$source")}
+    few_shot "$method" "$config" "$data" "$source" "$shots" "$model"
+    local dcfg; dcfg=$(dataset_config "$source" "$data")
+    local mdir; mdir=$(model_folder "$model")
+    local rtag; rtag=$(run_tag)
+    local label="${RUN_LABEL:+${RUN_LABEL}_}from_$source"
+    local ttag; ttag=$(RUN_LABEL="$label" run_tag)
+    for target in ${targets,,}; do
+        for seed in $SEEDS; do
+            local model_dir="$OUTPUT_ROOT/$source/shots_$shots/${method}_${mdir}/$rtag/seed$seed"
+            local out="$OUTPUT_ROOT/$target/shots_$shots/${method}_${mdir}/$ttag/seed$seed"
+            run_train "$PYTHON" "$REPO/train.py" --root "$data" --seed "$seed" --trainer "${method}_${model}" \
+                --dataset-config-file "$dcfg" --config-file "$config" --output-dir "$out" $(skip_flag) \
+                --model-dir "$model_dir" --eval-only \
+                DATASET.NUM_SHOTS "$shots" TRAINER.RUN_LABEL "$label" TEST.DATASET "$target" ${EXTRA_OPTS:-}
+        done
+    done
+}
+
 # run_variant LABEL "KEY VALUE ..." FUNCTION ARGS...: FUNCTION (few_shot, base2new) for one variant:
 # RUN_LABEL=LABEL (its own folder, results.json "label") and the variant's overrides after EXTRA_OPTS.
 run_variant() {

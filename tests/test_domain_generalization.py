@@ -1,0 +1,152 @@
+"""Domain generalisation: the six targets as benchmarks (declarations, prompts, synthetic twins, data
+checks), the class matching of a retargeted evaluation, and dg.sh end to end on a synthetic source
+with three synthetic targets, then its table."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import train
+from datasets.benchmarks import BENCHMARKS, DG_SOURCE, DG_TARGETS, dg_targets, spec_for
+from datasets.domain_generalization import read_test_split, target_columns
+from engine.errors import UserError
+from engine.prompts import PROMPTS_DIR, load_ensemble, prompt_file
+from engine.registry import DATASET_REGISTRY
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BRAIN_TARGETS = ["BRISC", "BTMRI-P", "BTMRI-S"]
+
+
+@pytest.fixture(scope="module")
+def dg_root(tmp_path_factory) -> str:
+    """Synthetic BTMRI and its three targets (12 images per class each)."""
+    from make_synthetic_dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("dg_data")
+    for name in ["BTMRI", *BRAIN_TARGETS]:
+        write_dataset(str(root), name, per_class=12, size=32)
+    return str(root)
+
+
+def test_targets_are_declared_with_their_sources_classes():
+    assert dg_targets("btmri") == BRAIN_TARGETS and dg_targets("BUSI") == ["BUID", "BUSBRA", "UDIAT"]
+    assert not set(DG_TARGETS) & set(BENCHMARKS)  # the paper's eleven stay eleven ('all' downloads those)
+    for name, spec in DG_TARGETS.items():
+        source = BENCHMARKS[DG_SOURCE[name]]
+        assert set(spec.classnames) <= set(source.classnames) and spec.modality == source.modality
+        assert name in DATASET_REGISTRY and spec_for(spec.config) is spec and spec_for(name.lower()) is spec
+        with open(os.path.join(REPO, "configs", "datasets", f"{spec.config}.yaml"), encoding="utf-8") as f:
+            assert f'NAME: "{name}"' in f.read()
+        assert spec.url.endswith(f"/{name}.zip")
+
+
+def test_a_target_reads_its_sources_prompt_ensemble(tmp_path):
+    assert prompt_file("BUSBRA") == os.path.join(PROMPTS_DIR, "BUSI.json")
+    assert prompt_file("BRISC") == os.path.join(PROMPTS_DIR, "BTMRI.json")
+    assert not os.path.exists(os.path.join(PROMPTS_DIR, "BRISC.json"))  # reused, not copied
+    ensemble = load_ensemble("UDIAT", ["benign tumor", "malignant tumor"], 50)
+    assert ensemble == load_ensemble("BUSI", ["benign tumor", "malignant tumor"], 50)
+    # a file of the target's own, where one exists, wins
+    (tmp_path / "UDIAT.json").write_text(json.dumps({"classes": {"benign tumor": ["a"], "malignant tumor": ["b"]}}))
+    assert prompt_file("UDIAT", str(tmp_path)) == str(tmp_path / "UDIAT.json")
+    assert prompt_file("MyScans") == os.path.join(PROMPTS_DIR, "MyScans.json")  # no source: its own name
+
+
+def test_synthetic_targets_look_like_their_source_at_another_site(dg_root):
+    def mean_colour(name, relpath):
+        return np.asarray(Image.open(os.path.join(dg_root, name, name, relpath)), dtype=float).mean(axis=(0, 1))
+
+    split = json.load(open(os.path.join(dg_root, "BTMRI-P", "split_BTMRI-P.json")))
+    assert [row[2] for row in split["train"][::6]] == list(spec_for("BTMRI-P").classnames)
+    rel = "normal_brain/normal_brain_0000.jpg"
+    source, target = mean_colour("BTMRI", rel), mean_colour("BTMRI-P", rel)
+    other = mean_colour("BTMRI", "glioma_tumor/glioma_tumor_0000.jpg")
+    # the same class's colour, washed toward grey: closer to its source class than to another class
+    assert np.abs(target - source).sum() < np.abs(target - other).sum()
+    assert np.abs(target - 127.5).sum() < np.abs(source - 127.5).sum()
+
+
+def test_check_data_knows_the_targets(dg_root, capsys):
+    import check_data
+
+    assert check_data.main(["btmri_s", "--root", dg_root, "--no-images"]) == 0
+    assert "OK" in capsys.readouterr().out
+    split_path = os.path.join(dg_root, "BTMRI-S", "split_BTMRI-S.json")
+    split = json.load(open(split_path))
+    split["test"][0][2] = "astrocytoma"  # a class string the declaration does not have
+    bad_root = os.path.join(dg_root, "bad")
+    os.makedirs(os.path.join(bad_root, "BTMRI-S"), exist_ok=True)
+    os.symlink(os.path.join(dg_root, "BTMRI-S", "BTMRI-S"), os.path.join(bad_root, "BTMRI-S", "BTMRI-S"))
+    json.dump(split, open(os.path.join(bad_root, "BTMRI-S", "split_BTMRI-S.json"), "w"))
+    assert check_data.main(["BTMRI-S", "--root", bad_root, "--no-images"]) != 0
+
+
+def test_target_classes_are_matched_by_name():
+    source = ["benign tumor", "malignant tumor", "normal scan"]
+    assert target_columns(source, ["benign tumor", "malignant tumor"], "BUSI", "UDIAT") == [0, 1]
+    assert target_columns(source, ["normal_scan", "Benign Tumor"], "BUSI", "X") == [2, 0]  # order, case, _
+    with pytest.raises(UserError, match=r"\['cyst'\] are not among the classes"):
+        target_columns(source, ["benign tumor", "cyst"], "BUSI", "X")
+
+
+def test_read_test_split_and_its_errors(dg_root, tmp_path):
+    items, classes, folder = read_test_split(dg_root, "BRISC")
+    assert classes == list(spec_for("BRISC").classnames) and folder == os.path.join(dg_root, "BRISC")
+    assert len(items) == 4 * 4 and all(os.path.isfile(d.impath) for d in items)
+    with pytest.raises(UserError, match="download_data.py BUID"):
+        read_test_split(str(tmp_path), "BUID")
+
+
+def test_test_dataset_needs_eval_only(dg_root, capsys):
+    code = train.main(["--root", dg_root, "--trainer", "CoOp_TinyBiomedCLIP",
+                       "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+                       "TEST.DATASET", "brisc"])
+    assert code == 2 and "--eval-only --model-dir" in capsys.readouterr().err
+
+
+def run_dg(method_folder, root, cwd, targets=None):
+    fast = "DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 1 FEATURES.TRAIN_VIEWS 1 TRAINER.GDA.AUGMENT_EPOCH 2"
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "EXTRA_OPTS": fast}
+    if targets:
+        env["TARGETS"] = targets
+    script = os.path.join(REPO, "scripts", method_folder, "dg.sh")
+    proc = subprocess.run(["bash", script, root, "btmri", "2", "TinyBiomedCLIP"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_dg_script_trains_once_and_scores_every_target(dg_root, tmp_path):
+    run_dg("coop", dg_root, tmp_path)
+    out = tmp_path / "output"
+    source_run = out / "btmri" / "shots_2" / "CoOp_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend" / "seed1"
+    source = json.load(open(source_run / "results.json"))
+    assert source["dataset"] == "BTMRI" and not source["eval_only"] and "protocol" not in source
+    for target in ["brisc", "btmri_p", "btmri_s"]:
+        run = out / target / "shots_2" / "CoOp_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend_from_btmri" / "seed1"
+        record = json.load(open(run / "results.json"))
+        name = spec_for(target).name
+        assert [record[k] for k in ("protocol", "source", "target", "dataset")] == ["dg", "BTMRI", name, name]
+        assert record["num_shots"] == 2 and record["eval_only"] and record["total"] == 16
+        assert record["config"]["TEST.DATASET"] == target
+        assert not (run / "prompt_learner").exists()  # nothing retrained
+        log = (run / "log.txt").read_text()
+        assert f"Loading weights to prompt_learner from {source_run.relative_to(tmp_path)}" in log
+        assert f"the BTMRI model scored on the {name} test split" in log
+    # a second call reuses everything
+    proc = run_dg("coop", dg_root, tmp_path)
+    assert proc.stdout.count("Skip this job") == 4
+
+
+@pytest.mark.parametrize("folder", ["gda", "biomedcoop"])
+def test_dg_script_for_a_head_method_and_biomedcoop(dg_root, tmp_path, folder):
+    run_dg(folder, dg_root, tmp_path, targets="btmri_p")
+    method = {"gda": "GDA", "biomedcoop": "BiomedCoOp"}[folder]
+    run = tmp_path / "output" / "btmri_p" / "shots_2" / f"{method}_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend_from_btmri"
+    record = json.load(open(run / "seed1" / "results.json"))
+    assert record["protocol"] == "dg" and record["target"] == "BTMRI-P" and record["total"] == 16
