@@ -96,8 +96,8 @@ def launch_local(plan_path: str, units: list[Unit], workers: int, gpus: list[str
 
 
 def slurm_executor(sweep_dir: str, options: dict):
-    """A submitit executor for SLURM (or its local executor: cluster "local"), set from `options`:
-    cluster, time, gpus, cpus, mem_gb, partition, account, max_concurrent, slurm_extra (KEY=VALUE)."""
+    """A submitit executor for SLURM (or its local executor: cluster "local"), set from `options`
+    (tools/sweep.py's options): cluster, time, gpus, cpus, mem_gb, partition, account, max_concurrent."""
     try:
         import submitit
     except ImportError as err:
@@ -123,8 +123,8 @@ def slurm_extra(pairs: list[str]) -> dict[str, str]:
 
 
 def launch_submitit(plan_path: str, units: list[Unit], options: dict) -> tuple[list, list]:
-    """Submit the encoding jobs as one array and the packed units as another that waits for it;
-    returns (encoding jobs, run jobs). With the local executor, waits for both."""
+    """Submit the encoding jobs as one array and the packed units (about options["job_minutes"] each)
+    as another that waits for it; returns (encoding jobs, run jobs). The local executor waits for both."""
     sweep_dir = sweep_dir_of(plan_path)
     extra = slurm_extra(options.get("slurm_extra") or [])
     executor = slurm_executor(sweep_dir, options)

@@ -7,6 +7,7 @@ seed of one such call: one command (few-shot) or two (base-to-novel: train on ba
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import subprocess
@@ -69,9 +70,10 @@ def script_commands(method: str, protocol: str, dataset: str, shots: int, model:
     return by_seed, env
 
 
-def plan_units(grid: dict, notes: list[str] | None = None) -> list[Unit]:
-    """Every unit of the grid, in model, dataset, method, K, seed order. Datasets without a
-    base-to-novel split are left out of a base2new grid, with a line in `notes`."""
+def plan_units(grid: dict, notes: list[str] | None = None, estimate: bool = False) -> list[Unit]:
+    """Every unit of the grid, in model, dataset, method, K, seed order, with its rough duration when
+    `estimate`. Datasets without a base-to-novel split are left out of a base2new grid, with a line in
+    `notes`."""
     from datasets.benchmarks import BENCHMARKS
 
     units = []
@@ -95,6 +97,9 @@ def plan_units(grid: dict, notes: list[str] | None = None) -> list[Unit]:
                         outputs = [option(c, "--output-dir") for c in commands]
                         units.append(Unit(uid, f"{method} {dataset} {model} {task} seed {seed}", commands, outputs,
                                           f"{model}/{dataset.lower()}", env=env))
+    if estimate:
+        for unit in units:
+            unit.estimate_s = estimate_seconds(unit.commands[0]) if unit.commands else 0.0
     return units
 
 
@@ -102,11 +107,17 @@ def plan_units(grid: dict, notes: list[str] | None = None) -> list[Unit]:
 
 
 def train_config(argv: list[str]):
-    """(args, cfg) of a recorded `python train.py ...` command, built by train.py's own functions."""
+    """(args, cfg) of a recorded `python train.py ...` command, built by train.py's own functions
+    (the config is frozen, so one build per command serves planning, estimates and states)."""
+    return _train_config(tuple(a for a in argv[2:] if a != SKIP_FINISHED))
+
+
+@functools.lru_cache(maxsize=4096)
+def _train_config(args: tuple[str, ...]):
     import train
 
-    args = train.parse_args([a for a in argv[2:] if a != SKIP_FINISHED])
-    return args, train.setup_cfg(args)
+    parsed = train.parse_args(list(args))
+    return parsed, train.setup_cfg(parsed)
 
 
 def requested_settings(argv: list[str]) -> dict:

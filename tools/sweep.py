@@ -106,11 +106,8 @@ def sweep(args) -> int:
     grid = grids.with_quick(grid) if args.quick else grid
     sweep_dir = os.path.abspath(args.sweep_dir or os.path.join(grid["output_root"], "sweeps", "sweep"))
     notes: list[str] = []
-    units = plan.plan_units(grid, notes)
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    for unit in units:
-        unit.estimate_s = plan.estimate_seconds(unit.commands[0]) if unit.commands else 0.0
+    units = plan.plan_units(grid, notes, estimate=True)
+    print("".join(f"note: {note}\n" for note in notes), end="", file=sys.stderr)
     by_id = state.statuses(sweep_dir, units)
     if args.dry_run:
         dry_run(units, by_id, plan.pack([u.estimate_s for u in units], args.job_minutes * 60), args.launcher)
@@ -121,9 +118,7 @@ def sweep(args) -> int:
     print(f"{len(units)} runs: " + ", ".join(f"{n} {s}" for s, n in left.items()) + (", " if left else "")
           + f"{len(todo)} to run (plan: {plan_path})")
     if args.launcher == "slurm" and todo:
-        options = {k: getattr(args, k) for k in ("cluster", "time", "gpus", "cpus", "mem_gb", "partition", "account",
-                                                 "max_concurrent", "slurm_extra", "job_minutes")}
-        encode_jobs, run_jobs = launch.launch_submitit(plan_path, todo, options)
+        encode_jobs, run_jobs = launch.launch_submitit(plan_path, todo, vars(args))
         print(f"submitted {len(encode_jobs)} encoding job(s) and {len(run_jobs)} run job(s); "
               f"follow with `python tools/sweep.py status {sweep_dir}`")
         if args.cluster != "local":
