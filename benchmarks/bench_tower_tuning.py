@@ -1,5 +1,5 @@
-"""One training step of CLIP-LoRA, CLIP-SVD and MaPLe at full BiomedCLIP size (random weights) beside
-BiomedCoOp's cached step, with each one's peak memory, measured in one run on this machine.
+"""One training step of CLIP-LoRA, CLIP-SVD, MaPLe, EviSteer and BiomedDPT at full BiomedCLIP size
+(random weights) beside BiomedCoOp's cached step, with each one's peak memory, measured in one run on this machine.
 
     python benchmarks/bench_tower_tuning.py [--batch 8] [--repeats 2] [--device cpu] [--methods MaPLe ...]
 
@@ -10,6 +10,9 @@ and one step. CLIP-LoRA and CLIP-SVD are built through their real trainers (on a
 backward, the class prompts through the adapted text tower, AdamW. CLIP-SVD's one-off factorisation
 of its 144 weights is timed separately. MaPLe (its real trainer too) prompts both towers at depth 9;
 its learned-value count is also given on full-size CLIP ViT-B/16, where the paper states 3.55 M.
+EviSteer steers blocks 1-11 of both towers (its share of all values is printed beside the public
+code's count, which includes a block-0 module it never calls: the paper's 0.11%); BiomedDPT trains
+the clinical context with zero visual prompts in every image block (no image-tower backward).
 BiomedCoOp's step is the toolkit's: cached image features and trimmed prompts
 (benchmarks/bench_biomedcoop_step.py). The papers train at batch 32 (BiomedCoOp and MaPLe at 4);
 the default batch of 8 keeps a CPU run to minutes. Prints medians and ratios.
@@ -31,7 +34,7 @@ import _bootstrap  # noqa: E402,F401
 from timing import median_time  # noqa: E402
 
 CLASSES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain"]
-METHODS = ("BiomedCoOp", "CLIPLoRA", "CLIPSVD", "MaPLe")
+METHODS = ("BiomedCoOp", "CLIPLoRA", "CLIPSVD", "MaPLe", "EviSteer", "BiomedDPT")
 
 
 def rss_mib(field: str) -> float:
@@ -57,7 +60,9 @@ def tower_method(method: str, args) -> dict:
     write_dataset(root, "BTMRI", per_class=8, size=32)
     config = {"CLIPLoRA": "configs/trainers/CLIPLoRA/default.yaml",
               "CLIPSVD": "configs/trainers/CLIPSVD/few_shot/btmri.yaml",
-              "MaPLe": "configs/trainers/MaPLe/default.yaml"}[method]
+              "MaPLe": "configs/trainers/MaPLe/default.yaml",
+              "EviSteer": "configs/trainers/EviSteer/default.yaml",
+              "BiomedDPT": "configs/trainers/BiomedDPT/few_shot/btmri.yaml"}[method]
     repo = _bootstrap.REPO
     cfg = train.setup_cfg(train.parse_args([
         "--root", root, "--seed", "1", "--trainer", f"{method}_BiomedCLIP", "--output-dir", os.path.join(root, "out"),
@@ -82,9 +87,14 @@ def tower_method(method: str, args) -> dict:
         if args.device == "cuda":
             torch.cuda.synchronize()
 
-    learned = trainer.prompt_learner if method == "MaPLe" else trainer.learned
+    learned = trainer.prompt_learner if method in ("MaPLe", "BiomedDPT") else trainer.learned
     out = {"step_s": median_time(step, args.repeats), "build_s": build_s, "rss_after_build": after_build,
            "learned": sum(p.numel() for p in learned.parameters())}
+    if method == "EviSteer":
+        # share of all values (frozen model + steering); the public code also builds and counts a module
+        # for block 0 that it never calls: one more block's worth
+        out["model_values"] = sum(p.numel() for p in trainer.backbone.parameters())
+        out["code_count"] = out["learned"] // len(trainer.steered) * (len(trainer.steered) + 1)
     if method == "MaPLe":
         out["learned_clip"] = maple_values_on_clip(cfg)
     if method == "CLIPSVD":
@@ -207,7 +217,7 @@ def main(argv=None) -> int:
     mem = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB (after build)"
     print(f"{'method':<26}{'learned':>10}{'step s':>10}{'x cached':>10}   {mem}")
     labels = {"BiomedCoOp": "BiomedCoOp (cached step)", "CLIPLoRA": "CLIP-LoRA", "CLIPSVD": "CLIP-SVD",
-              "MaPLe": "MaPLe (depth 9)"}
+              "MaPLe": "MaPLe (depth 9)", "EviSteer": "EviSteer (pixels)", "BiomedDPT": "BiomedDPT (pixels)"}
     for method, r in results.items():
         if args.device == "cuda":
             memory = f"{r['peak_cuda_mib']:.0f}"
@@ -224,6 +234,13 @@ def main(argv=None) -> int:
               f"{svd['svd_default_s']:.3f}s (ratio {svd['svd_default_s'] / svd['svd_1thread_s']:.1f}x)")
     if "MaPLe" in results:
         print(f"MaPLe learned values on full-size CLIP ViT-B/16: {results['MaPLe']['learned_clip']:,}")
+    evi = results.get("EviSteer")
+    if evi:
+        def share(n: int) -> str:
+            return f"{n:,} of {evi['model_values'] + n:,} values = {100 * n / (evi['model_values'] + n):.3f}%"
+
+        print(f"EviSteer share of trainable values: {share(evi['learned'])} (blocks 1-11 of both towers); "
+              f"counting the public code's never-called block-0 module: {share(evi['code_count'])}")
     return 0
 
 
