@@ -108,14 +108,20 @@ def test_grid_scalars_misspelt_names_and_a_read_only_sweep_folder_get_one_line(t
     assert err.count("\n") == 1
 
 
-def test_the_example_grid_the_readme_shows_parses_and_plans(tmp_path):
+def test_the_example_grid_the_readme_shows_parses_and_plans(tmp_path, capsys):
     readme = open(os.path.join(REPO, "README.md"), encoding="utf-8").read()
     files = set(re.findall(r"tools/sweep\.py --grid (\S+)", readme))
     assert files == {"configs/sweeps/example_grid.yaml"}
-    g = build_grid(read_grid_file(os.path.join(REPO, *files)), {"output_root": str(tmp_path)})
+    path = os.path.join(REPO, *files)
+    g = build_grid(read_grid_file(path), {"output_root": str(tmp_path)})
     units = plan.plan_units(g)
-    assert len(units) == len(g["methods"]) * len(g["datasets"]) * len(g["shots"]) * len(g["seeds"]) > 0
+    n = len(g["methods"]) * len(g["datasets"]) * len(g["shots"]) * len(g["seeds"])
+    assert len(units) == n > 0
     assert all(u.commands and os.path.isfile(plan.option(u.commands[0], "--config-file")) for u in units)
+    assert sweep.main(["--grid", path, "--dry-run", "--output-root", str(tmp_path)]) == 0  # the README's dry run
+    printed = capsys.readouterr().out
+    assert f"{n} units" in printed and f"{n} runs (0 already finished)" in printed
+    assert not (tmp_path / "sweeps").exists()  # a dry run writes nothing
 
 
 def test_the_encoding_job_fills_the_cache_the_runs_read(synthetic_btmri, tmp_path, monkeypatch):
