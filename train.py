@@ -145,7 +145,7 @@ def finished_run_matches(output_dir: str, requested: dict) -> bool:
 
 def run(args: argparse.Namespace, cfg) -> int:
     """Build the trainer, then train or evaluate; log.txt starts once the run has what it needs."""
-    from engine.utils import open_log_file
+    from engine.utils import discard_held_records, open_log_file
 
     if cfg.SEED >= 0:
         set_random_seed(cfg.SEED)
@@ -176,6 +176,8 @@ def run(args: argparse.Namespace, cfg) -> int:
     except KeyboardInterrupt:
         print(f"\n{interrupted_line(trainer, args)}", file=sys.stderr)
         return 130
+    finally:
+        discard_held_records()  # a run that stopped before its log file opened leaves no lines behind
     return 0
 
 

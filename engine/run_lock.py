@@ -58,11 +58,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_BEING_WRITTEN = {"host": "?", "started": "?", "command": "(a run whose lock is being written)"}
+
+
 def _read_lock(run_dir: str | os.PathLike) -> dict | None:
-    """The lock's record, {} when the file exists but cannot be parsed, None when there is none."""
+    """The lock's record, {} when the file exists but cannot be parsed (debris), None when there is none.
+    An unparseable lock a few seconds old may still be being written (file systems without hard
+    links): it counts as held."""
+    path = lock_path(run_dir)
     try:
-        with open(lock_path(run_dir), encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
+        age = time.time() - os.stat(path).st_mtime
     except FileNotFoundError:
         return None
     except OSError:
@@ -70,8 +77,10 @@ def _read_lock(run_dir: str | os.PathLike) -> dict | None:
     try:
         record = json.loads(text)
     except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
+        record = None
+    if isinstance(record, dict):
+        return record
+    return dict(_BEING_WRITTEN) if age < 10 else {}
 
 
 def _is_stale(record: dict) -> bool:

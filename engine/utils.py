@@ -268,6 +268,29 @@ def setup_logger(output_dir: str | None, defer: bool = False) -> logging.Logger:
     return logger
 
 
+class _RunLogFile(logging.FileHandler):
+    """log.txt. A write that fails (a full disk) is said once on the terminal, and the run goes on
+    logging there, instead of a logging traceback for every later line."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        err = sys.exc_info()[1]
+        friendly = write_failure(err, self.baseFilename, None) if err is not None else None
+        why = str(friendly).split(". ", 1)[0] if friendly is not None else f"{type(err).__name__}: {err}"
+        sys.stderr.write(f"note: {self.baseFilename} cannot be written ({why}); logging to the terminal only\n")
+        logging.getLogger(LOGGER_NAME).removeHandler(self)
+        try:
+            self.close()
+        except OSError:
+            pass
+
+
+def discard_held_records() -> None:
+    """Drop the lines held for a log file that was never opened (the run stopped before it began)."""
+    logger = logging.getLogger(LOGGER_NAME)
+    for h in [h for h in logger.handlers if isinstance(h, _HeldRecords)]:
+        logger.removeHandler(h)
+
+
 def open_log_file(output_dir: str) -> None:
     """Start OUTPUT_DIR/log.txt, writing first the lines held since `setup_logger(defer=True)`."""
     logger = logging.getLogger(LOGGER_NAME)
@@ -276,7 +299,7 @@ def open_log_file(output_dir: str) -> None:
     path = os.path.join(output_dir, "log.txt")
     if os.path.exists(path):
         path += time.strftime("-%Y-%m-%d-%H-%M-%S")
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLogFile(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(message)s"))
     for h in held:
         for record in h.records:

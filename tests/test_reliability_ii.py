@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -357,3 +359,37 @@ def test_readme_lists_the_new_messages():
     ]:
         assert in_code in sources, in_code  # the message still exists ...
         assert in_readme in section, in_readme  # ... and the README says what to do about it
+
+
+def test_full_disk_under_log_txt_is_said_once(tmp_path, capsys):
+    from engine.utils import LOGGER_NAME, open_log_file, setup_logger
+
+    logger = setup_logger(str(tmp_path), defer=True)
+    logger.info("held line")
+    open_log_file(str(tmp_path))
+    handler = next(h for h in logging.getLogger(LOGGER_NAME).handlers if hasattr(h, "baseFilename"))
+
+    def full(text):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    handler.stream.write = full
+    for i in range(3):
+        logger.info(f"line {i}")
+    captured = capsys.readouterr()
+    err = captured.err
+    assert "Logging error" not in err and "Traceback" not in err
+    assert err.count("cannot be written (no space left on") == 1 and "terminal only" in err
+    assert "line 2" in captured.out  # the terminal keeps getting the lines
+    setup_logger(None)
+
+
+def test_lock_being_written_counts_as_held_and_old_debris_does_not(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / LOCK_FILE).write_text("")  # a lock half-written just now
+    assert lock_holder(run_dir) is not None
+    old = time.time() - 60
+    os.utime(run_dir / LOCK_FILE, (old, old))  # the same a minute later: debris of a crash
+    assert lock_holder(run_dir) is None
+    with RunLock(run_dir):
+        assert lock_holder(run_dir)["pid"] == os.getpid()
