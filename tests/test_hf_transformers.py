@@ -321,6 +321,7 @@ METHOD_RUNS = {
     "CLIPLoRA": ("configs/trainers/CLIPLoRA/default.yaml", ["TRAINER.CLIPLORA.ITERS_PER_SHOT", "1"]),
     "CLIPSVD": ("configs/trainers/CLIPSVD/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
     "OGKD": ("configs/trainers/OGKD/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
+    "MaPLe": ("configs/trainers/MaPLe/default.yaml", ["OPTIM.MAX_EPOCH", "1"]),
 }
 
 
