@@ -5,15 +5,15 @@ words ("a MR photo of a") are learned context vectors initialised from those wor
 LLM-written prompts of clip_prompts/ (the second, domain-adapted prompt) by two terms: an L1
 constraint between the learned and the LLM-ensemble text features and a KL divergence from the
 LLM-ensemble zero-shot logits to the learned logits.
-Image: VISUAL_TOKENS zero vectors inserted after the class token of every image block (replaced at
-each block, dropped before pooling). Zero tokens carry no content, but they are keys and values of
+Image: VISUAL_TOKENS zero vectors joined to the image tokens at every image block (replaced at each
+block, dropped before pooling). Zero tokens carry no content, but they are keys and values of
 every attention: their (LayerNorm bias) keys take a share of each softmax, so the weights of the other
 tokens are re-weighted. They stay zero by default, as in the code the authors released; VISUAL_LEARNED
 True trains them from zero instead.
 
-Loss = CE + L1_LAMBDA x mean|t - p| + KL_LAMBDA x KL(p_zs || p) / (B x C), with t the learned text
-features, p the normalised mean of the LLM prompts' features, p_zs the softmax of scale x cos(image,
-p) and p the learned softmax. docs/two_tower.md lists every choice the paper leaves open.
+Loss = CE + L1_LAMBDA x mean|t - p| + KL_LAMBDA x KL(q_zs || q) / (B x C), with t the learned text
+features, p the normalised mean of the LLM prompts' features, q_zs the softmax of scale x cos(image,
+p) and q the learned softmax. docs/two_tower.md lists every choice the paper leaves open.
 """
 
 from __future__ import annotations
