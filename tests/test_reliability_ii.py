@@ -155,6 +155,17 @@ def test_checkpoint_of_another_backbone_is_refused_naming_both(synthetic_btmri, 
     assert "loaded anyway" in (tmp_path / "deliberate" / "log.txt").read_text()
     assert json.load(open(tmp_path / "deliberate" / "results.json"))["backbone"] == "TinyBiomedCLIP"
 
+    # tools/predict.py reads a run through the same load path: a swapped checkpoint file is refused too.
+    import shutil
+
+    from engine.predict import Predictor
+
+    own = tmp_path / "biomed"
+    assert train.main(args_for(synthetic_btmri, own, epochs=1)) == 0
+    shutil.copy(ckpt_path, own / "prompt_learner" / "model.pth.tar-1")
+    with pytest.raises(UserError, match="TinyPMCCLIP .this run: TinyBiomedCLIP"):
+        Predictor(str(own), root=synthetic_btmri)
+
     # A checkpoint from before the record (the authors' released ones) still loads, with a note.
     state = torch.load(ckpt_path, weights_only=False)
     del state["trained_with"]
