@@ -8,7 +8,8 @@ timed: one image-tower pass over `--views` augmented views of the train images, 
 and the test images. Then each method's whole `train()` (fit, checkpoint, test-split evaluation)
 runs on the warm cache and is timed, as in `scripts/<method>/few_shot.sh` after the first seed.
 Every method does the same work whatever `--views` is (epoch e reads view e mod views); only the
-one-off extraction grows with it. Prints seconds and each method's time relative to that
+one-off extraction grows with it; GDA, which pools all the views it reads (10 in its config),
+pools the `--views` cached ones here. Prints seconds and each method's time relative to that
 extraction, measured in one run (absolute times vary between machines).
 """
 
@@ -33,16 +34,18 @@ import trainers  # noqa: E402,F401
 from engine.trainer import build_trainer  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-METHODS = ["TipAdapter", "TipAdapterF", "ClipAdapter", "LinearProbe", "LPPlusPlus"]
+METHODS = ["TipAdapter", "TipAdapterF", "ClipAdapter", "LinearProbe", "LPPlusPlus", "GDA"]
+CONFIGS = {"GDA": "GDA/few_shot/default.yaml"}  # the others: <Method>/few_shot.yaml
 
 
 def make_trainer(method: str, model: str, root: str, out: str, shots: int, views: int):
     args = train.parse_args([
         "--root", root, "--seed", "1", "--trainer", f"{method}_{model}",
         "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
-        "--config-file", os.path.join(REPO, "configs/trainers", method, "few_shot.yaml"),
+        "--config-file", os.path.join(REPO, "configs/trainers", CONFIGS.get(method, f"{method}/few_shot.yaml")),
         "--output-dir", out, "DATASET.NUM_SHOTS", str(shots), "DATALOADER.NUM_WORKERS", "0",
         "FEATURES.TRAIN_VIEWS", str(views), "MODEL.BACKBONE.PRETRAINED", "False",
+        *(["TRAINER.GDA.AUGMENT_EPOCH", str(views)] if method == "GDA" else []),
     ])
     return build_trainer(train.setup_cfg(args))
 

@@ -276,7 +276,9 @@ def build_tables(root: str, paper: bool = False, seeds: list[int] | None = None,
     if against:
         tables, tabled = builder.against(against, tuple(also)), ("few_shot",)
     else:
-        tables, tabled = builder.few_shot() + builder.base2new(), ("few_shot", "base", "new")
+        from results.domain_generalization import dg_tables  # imports this module's Table
+
+        tables, tabled = builder.few_shot() + builder.base2new() + dg_tables(builder), ("few_shot", "base", "new", "dg")
     if not tables:
         what = f" recording {against}" if against else ""
         raise FileNotFoundError(f"no results.json{what} under {root}: run the scripts first "

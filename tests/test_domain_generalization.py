@@ -141,6 +141,53 @@ def test_dg_script_trains_once_and_scores_every_target(dg_root, tmp_path):
     # a second call reuses everything
     proc = run_dg("coop", dg_root, tmp_path)
     assert proc.stdout.count("Skip this job") == 4
+    # the table: in-distribution from the source run, out-of-distribution the mean over the three targets
+    from make_tables import make_tables
+
+    text = make_tables(str(out))
+    assert "== Domain generalisation from BTMRI (%)" in text
+    line = next(x for x in text.splitlines() if x.startswith("CoOp ") and "BRISC" not in x and x.count("(1)") == 6)
+    accs = [json.load(open(out / t / "shots_2" / "CoOp_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend_from_btmri"
+                           / "seed1" / "results.json"))["accuracy"] for t in ("brisc", "btmri_p", "btmri_s")]
+    assert f"{source['accuracy']:.2f} ± 0.00 (1)" in line and f"{sum(accs) / 3:.2f} ± 0.00 (1)" in line
+    assert "dg run(s) are not in these tables" not in text
+
+
+def write_record(folder, **fields):
+    os.makedirs(folder, exist_ok=True)
+    record = {"method": "CoOp", "backbone": "TinyBiomedCLIP", "num_shots": 2, "subsample_classes": "all",
+              "fewshot_protocol": "balanced", "label": "", **fields}
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(record, f)
+
+
+def test_dg_rows_by_hand(tmp_path):
+    from results.domain_generalization import dg_rows
+    from results.records import scan
+
+    run = os.path.join("shots_2", "CoOp_TinyBiomedCLIP")
+    # seed 1: ID 80, targets 60 and 70 (OOD 65); seed 2: ID 90, targets 50 and 90 (OOD 70)
+    for seed, id_acc, accs in ((1, 80.0, (60.0, 70.0)), (2, 90.0, (50.0, 90.0))):
+        source = str(tmp_path / "btmri" / run / "nctx4_cscFalse_ctpend" / f"seed{seed}")
+        write_record(source, dataset="BTMRI", seed=seed, eval_only=False, accuracy=id_acc,
+                     config={"SEED": seed, "OPTIM.LR": 0.002})
+        for target, acc in zip(("BRISC", "BTMRI-S"), accs):
+            write_record(str(tmp_path / target.lower() / run / "nctx4_cscFalse_ctpend_from_btmri" / f"seed{seed}"),
+                         dataset=target, seed=seed, eval_only=True, accuracy=acc, protocol="dg", source="BTMRI",
+                         target=target, label="from_btmri",
+                         config={"SEED": seed, "OPTIM.LR": 0.002, "TEST.DATASET": target.lower(),
+                                 "run.eval_only": True, "run.model_dir": source})
+    (row,) = dg_rows(scan(str(tmp_path)))
+    assert (row.method, row.source, row.shots, sorted(row.targets)) == ("CoOp", "BTMRI", 2, ["BRISC", "BTMRI-S"])
+    assert (row.id.mean, row.id.std, row.id.n) == (85.0, 5.0, 2)
+    assert (row.ood.mean, row.ood.std) == (67.5, 2.5)  # mean of the target means; std over seeds of (65, 70)
+    hms = [2 * 80 * 65 / 145, 2 * 90 * 70 / 160]
+    assert row.hm.mean == pytest.approx(sum(hms) / 2) and row.hm.std == pytest.approx(abs(hms[0] - hms[1]) / 2)
+    assert (row.targets["BRISC"].mean, row.targets["BTMRI-S"].mean) == (55.0, 80.0)
+    # a target run whose seed's source is gone still counts for OOD, not for ID or HM
+    os.remove(tmp_path / "btmri" / run / "nctx4_cscFalse_ctpend" / "seed2" / "results.json")
+    (row,) = dg_rows(scan(str(tmp_path)))
+    assert row.id.n == 1 and row.ood.n == 2 and row.hm.n == 1 and row.hm.missing
 
 
 @pytest.mark.parametrize("folder", ["gda", "biomedcoop"])

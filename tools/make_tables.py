@@ -18,6 +18,9 @@ Two folders holding the same run and seed are reported; only one is averaged.
 Averages over datasets: mean of the per-dataset seed means; the std is over seeds of the
 dataset-averaged accuracy. Base-to-novel tables carry K and give both HM conventions found in
 published tables: the HM of the averaged base and novel accuracies, and the mean of the per-dataset HMs.
+Domain-generalisation runs (scripts/<method>/dg.sh) get one table per source: in-distribution (the
+source's test accuracy), out-of-distribution (mean over the targets), their HM (mean over seeds of
+the per-seed HM) and one column per target.
 --paper adds the paper's published averages and the difference (a Tiny twin is compared with its
 full model's numbers only to show the layout). --format csv writes one long table of raw numbers.
 
