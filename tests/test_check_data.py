@@ -1,4 +1,5 @@
-"""tools/check_data.py names every planted problem at once; train.py names a bad image instead of a traceback."""
+"""tools/check_data.py (datasets.check) names every planted problem at once; train.py names a bad image instead of
+a traceback."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import check_data
 import pytest
 from conftest import REPO
 from make_synthetic_dataset import write_dataset
+
+from datasets.check import check_dataset
 
 
 @pytest.fixture
@@ -73,7 +76,7 @@ def test_class_string_problems_are_named(busi, capsys):
                     row[2] = "healthy"  # not the declared "normal scan"
 
     edit_split(busi, rename)
-    report = check_data.check_dataset("BUSI", busi, progress=False)
+    report = check_dataset("BUSI", busi, progress=False)
     text = "\n".join(report.problems)
     assert "label 0 is used with several class strings" in text
     assert "datasets/benchmarks.py declares" in text and "'healthy'" in text
@@ -88,12 +91,12 @@ def test_prompt_file_mismatch_and_missing_prompts(busi, tmp_path):
         "dataset": "BUSI", "modality": "x",
         "classes": {"benign tumor": ["a"] * 50, "malignant tumor": ["b"] * 3, "cyst": ["c"] * 50},
     }))
-    report = check_data.check_dataset("BUSI", busi, prompts_dir=str(prompts), progress=False)
+    report = check_dataset("BUSI", busi, prompts_dir=str(prompts), progress=False)
     assert any("no prompts for class 'normal scan'" in p for p in report.problems)
     assert any("'malignant tumor' has 3 prompts" in w for w in report.warnings)
     assert any("['cyst']" in w for w in report.warnings)
     os.remove(prompts / "BUSI.json")
-    report = check_data.check_dataset("BUSI", busi, prompts_dir=str(prompts), progress=False)
+    report = check_dataset("BUSI", busi, prompts_dir=str(prompts), progress=False)
     assert report.ok and any("tools/generate_prompts.py" in w for w in report.warnings)
 
 
@@ -103,7 +106,7 @@ def test_malformed_split_rows_and_labels(busi):
         split["test"].append(split["train"][1])  # listed twice
 
     edit_split(busi, damage)
-    report = check_data.check_dataset("BUSI", busi, images=False, progress=False)
+    report = check_dataset("BUSI", busi, images=False, progress=False)
     text = "\n".join(report.problems)
     assert "val[" in text and "is not [relative_path, integer_label, classname]" in text
     assert "is listed 2 times (in train, test)" in text
