@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from engine.errors import UserError
 from engine.runs import FINISHED, RUNNING
 from sweeps.plan import REPO, Unit, pack
-from sweeps.state import log_path, read_plan, unit_status, write_state
+from sweeps.state import log_path, read_plan, same_run, unit_status, write_state
 
 
 def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None) -> bool:
@@ -30,16 +30,17 @@ def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None) -> bool:
     env = {**os.environ, **unit.env}
     if gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpu
-    write_state(sweep_dir, unit.id, state="running", log=log, started=time.time(), host=socket.gethostname())
+    record = {"log": log, "commands": same_run(unit.commands)}
+    write_state(sweep_dir, unit.id, state="running", started=time.time(), host=socket.gethostname(), **record)
     with open(log, "a", encoding="utf-8") as out:
         for argv in unit.commands:
             out.write(f"$ {shlex.join(argv)}\n")
             out.flush()
             code = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO).returncode
             if code != 0:
-                write_state(sweep_dir, unit.id, state="failed", log=log, returncode=code, ended=time.time())
+                write_state(sweep_dir, unit.id, state="failed", returncode=code, ended=time.time(), **record)
                 return False
-    write_state(sweep_dir, unit.id, state="done", log=log, returncode=0, ended=time.time())
+    write_state(sweep_dir, unit.id, state="done", returncode=0, ended=time.time(), **record)
     return True
 
 

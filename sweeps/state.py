@@ -113,13 +113,15 @@ def unit_status(sweep_dir: str, unit: Unit) -> UnitStatus:
     that order of precedence, finished when every run folder finished with the requested settings."""
     runs = [run_status(out, requested_settings(argv)) for argv, out in zip(unit.commands, unit.outputs)]
     record = read_state(sweep_dir, unit.id)
+    if record.get("commands") != same_run(unit.commands):
+        record = {}  # the sweep's record is of another request (other settings) for this unit
     sweep_log = record.get("log", "")
     states = [r.state for r in runs]
     if RUNNING in states:
         return UnitStatus(RUNNING, reason=runs[states.index(RUNNING)].reason)
     failed = [r for r in runs if r.state == FAILED]
     # The sweep saw the unit fail but its folders hold no trace (it stopped before the run began).
-    if not failed and record.get("state") == FAILED and FINISHED not in states and STALE not in states:
+    if not failed and record.get("state") == FAILED and STALE not in states and set(states) != {FINISHED}:
         return UnitStatus(FAILED, reason=f"exit status {record.get('returncode')}", logs=[sweep_log],
                           log_tail=tail(sweep_log))
     if failed:
@@ -132,6 +134,11 @@ def unit_status(sweep_dir: str, unit: Unit) -> UnitStatus:
     if all(s == FINISHED for s in states):
         return UnitStatus(FINISHED)
     return UnitStatus(PENDING)
+
+
+def same_run(commands: list[list[str]]) -> list[list[str]]:
+    """Commands as the sweep's record keeps them: --skip-finished or not, the same runs."""
+    return [replacing(c) for c in commands]
 
 
 def tail(path: str, lines: int = 5) -> list[str]:

@@ -144,3 +144,19 @@ def test_the_encoding_job_fills_the_cache_the_runs_read(synthetic_btmri, tmp_pat
     assert train.main(coop.commands[0][2:]) == 0
     log = open(os.path.join(coop.outputs[0], "log.txt"), encoding="utf-8").read()
     assert "Encoding" not in log  # every feature the run read came from the job's cache
+
+
+def test_a_failure_the_sweep_recorded_counts_for_the_same_request_only(tmp_path):
+    g = build_grid({}, {"root": "DATA", "methods": ["CoOp"], "datasets": ["btmri"], "shots": [2], "seeds": [1],
+                        "models": ["TinyBiomedCLIP"], "output_root": str(tmp_path / "out"), "extra_opts": FAST})
+    (unit,) = plan.plan_units(g)
+    sweep_dir = str(tmp_path / "sweep")
+    log = state.log_path(sweep_dir, unit.id)
+    os.makedirs(os.path.dirname(log))
+    with open(log, "w") as f:
+        f.write("error: something the run could not get past\n")
+    state.write_state(sweep_dir, unit.id, state="failed", returncode=2, log=log, commands=state.same_run(unit.commands))
+    failed = state.unit_status(sweep_dir, unit)
+    assert failed.state == "failed" and failed.logs == [log] and failed.log_tail == [open(log).read().strip()]
+    (other,) = plan.plan_units({**g, "extra_opts": "OPTIM.MAX_EPOCH 3"})  # the same unit id, other settings
+    assert other.id == unit.id and state.unit_status(sweep_dir, other).state == "pending"
