@@ -4,6 +4,7 @@ learner (learned leading words of the template, clear errors for a template that
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 
@@ -143,22 +144,28 @@ def test_checkpoint_holds_only_the_context_and_reloads_to_the_same_accuracy(synt
     assert again["accuracy"] == trained["accuracy"] and again["per_class_accuracy"] == trained["per_class_accuracy"]
 
 
-def run_script(script, args, cwd):
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1",
+def run_script(script, args, cwd, monkeypatch):
+    """The script's own train.py commands (PRINT_RUNS=1 lists them), each run in this process: the same
+    runs as `bash scripts/biomeddpt/...` without a Python start-up per run."""
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "PRINT_RUNS": "1",
            "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAINER.BIOMEDDPT.N_PROMPTS 5"}
-    return subprocess.run(["bash", os.path.join(REPO, "scripts/biomeddpt", script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
-def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path):
-    proc = run_script("few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path)
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts/biomeddpt", script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert commands and all(c[1] == os.path.join(REPO, "train.py") for c in commands)
+    monkeypatch.chdir(cwd)
+    for command in commands:
+        assert train.main(command[2:]) == 0, command
+
+
+def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path, monkeypatch):
+    run_script("few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path, monkeypatch)
     result = json.load(open(tmp_path / "output/btmri/shots_2/BiomedDPT_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
                             / "results.json"))
     assert result["method"] == "BiomedDPT" and result["total"] == 24 and 0 <= result["accuracy"] <= 100
     assert result["config"]["TRAINER.BIOMEDDPT.TEMPLATE"] == "a MR photo of a {} in the brain."
-    proc = run_script("base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path, monkeypatch)
     sub = "btmri/shots_16/BiomedDPT_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
     assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]
