@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from engine.config import NON_RESULT_KEYS
 
@@ -163,9 +163,6 @@ class RunIdentity:
             fewshot_protocol=str(fewshot or "balanced"),
             digest=settings_digest(config),
         )
-
-    def with_digest(self, digest: str) -> RunIdentity:
-        return replace(self, digest=digest)
 
 
 # ----- done or not -----------------------------------------------------------------------------------
