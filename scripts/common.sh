@@ -4,7 +4,8 @@
 # requested settings is skipped; one made with other settings stops the script with the keys that
 # differ (FORCE=1 redoes it, another OUTPUT_ROOT keeps both).
 # Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...", FORCE=1,
-# RUN_LABEL=NAME (a variant's name: TRAINER.RUN_LABEL, and its own folder <config tag>_NAME).
+# RUN_LABEL=NAME (a variant's name: TRAINER.RUN_LABEL, and its own folder <config tag>_NAME),
+# WAIT_FOR_LOCK=1 (a seed whose folder another run is writing waits for it instead of stopping).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
