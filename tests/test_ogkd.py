@@ -143,7 +143,7 @@ def test_patch_tokens_are_computed_once_reused_and_never_made_for_global_only_ru
     feats, patches = cache.get_with_patches(items, tfm, spec, views=2)
     assert jobs == [2 * len(items)]
     patches_per_image = (224 // 32) ** 2  # the twin's ViT: 224 px in 32 px patches
-    assert patches.shape == (2, len(items), patches_per_image, tiny_biomedclip.embed_dim)
+    assert len(patches) == 2 and patches[1].shape == (len(items), patches_per_image, tiny_biomedclip.embed_dim)
     assert torch.allclose(feats, global_only, atol=1e-6)
     assert len(glob.glob(os.path.join(cache.dir, "*patches-v*.pt"))) == 2
 
@@ -151,13 +151,33 @@ def test_patch_tokens_are_computed_once_reused_and_never_made_for_global_only_ru
     again = FeatureCache(cache_dir, tiny_biomedclip, CPU)
     again._compute = lambda *a: pytest.fail("patch tokens should have been read from disk")
     feats2, patches2 = again.get_with_patches(items, tfm, spec, views=2)
-    assert torch.equal(feats2, feats) and torch.equal(patches2, patches)
+    assert torch.equal(feats2, feats) and all(torch.equal(patches2[v], patches[v]) for v in (0, 1))
 
     # The store precision applies to patch tokens too: fp16 on disk, handed out as fp16.
     half = FeatureCache(cache_dir, tiny_biomedclip, CPU, store="fp16")
     _, half_patches = half.get_with_patches(items, tfm, spec, views=1)
-    assert half_patches.dtype == torch.float16
-    assert torch.equal(half_patches.float(), patches[:1].half().float())
+    assert half_patches[0].dtype == torch.float16
+    assert torch.equal(half_patches[0].float(), patches[0].half().float())
+
+
+def test_patch_tokens_are_extracted_a_few_views_at_a_time_and_read_one_view_at_a_time(
+        synthetic_btmri, tiny_biomedclip, tmp_path, monkeypatch):
+    from engine import features
+
+    items, cfg = btmri_items(synthetic_btmri)
+    tfm, spec = build_transform(cfg, True), transform_spec(cfg, True)
+    monkeypatch.setattr(features, "PATCH_CHUNK", 2 * len(items))  # two views per extraction step
+    cache = FeatureCache(str(tmp_path / "cache"), tiny_biomedclip, CPU)
+    jobs = []
+    original = cache._compute
+    cache._compute = lambda j, *a: (jobs.append(len(j)), original(j, *a))
+    feats, patches = cache.get_with_patches(items, tfm, spec, views=3)
+    assert jobs == [2 * len(items), len(items)]
+    assert not [p for p in cache._memory if "patches" in p]  # no patch table kept after extraction
+    reference = FeatureCache(str(tmp_path / "other"), tiny_biomedclip, CPU).get_with_patches(items, tfm, spec, 3)
+    assert torch.equal(feats, reference[0])
+    for v in (2, 0, 1):  # any order; one view in memory at a time
+        assert torch.equal(patches[v], reference[1][v]) and patches._loaded == v
 
 
 class _Refusing(torch.nn.Module):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from engine.config import prompt_cfg, register_method_cfg
 from engine.data import stack_labels, transform_spec
 from engine.errors import UserError
+from engine.features import PatchViews
 from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
 from engine.trainer import FeatureBatches
@@ -91,15 +92,16 @@ def top_patches(patch_teacher: torch.Tensor, labels: torch.Tensor, ratio: float)
 
 
 class PatchFeatureBatches(FeatureBatches):
-    """FeatureBatches that also hand out each item's cached patch tokens (converted to fp32 per batch)."""
+    """FeatureBatches that also hand out each item's cached patch tokens: the epoch's view is read from
+    disk once (engine.features.PatchViews), each batch converted to fp32."""
 
-    def __init__(self, feats: torch.Tensor, patches: torch.Tensor, labels: torch.Tensor, batch_size: int):
+    def __init__(self, feats: torch.Tensor, patches: PatchViews, labels: torch.Tensor, batch_size: int):
         super().__init__(feats, labels, batch_size)
         self.patches = patches
 
     def __iter__(self):
         for batch in super().__iter__():
-            batch["patches"] = self.patches[self.view, batch["index"]].float()
+            batch["patches"] = self.patches[self.view][batch["index"]].float()
             yield batch
 
 
