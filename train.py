@@ -176,6 +176,13 @@ def run(args: argparse.Namespace, cfg) -> int:
     except KeyboardInterrupt:
         print(f"\n{interrupted_line(trainer, args)}", file=sys.stderr)
         return 130
+    except SystemExit as stop:  # SIGTERM (a cluster's time limit, kill): the same line, its own status
+        from engine.run_lock import TERMINATED
+
+        if stop.code != TERMINATED:
+            raise
+        print(f"\n{interrupted_line(trainer, args).replace('interrupted', 'terminated', 1)}", file=sys.stderr)
+        return TERMINATED
     finally:
         discard_held_records()  # a run that stopped before its log file opened leaves no lines behind
     return 0

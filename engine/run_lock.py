@@ -23,11 +23,11 @@ import tempfile
 import threading
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from engine.errors import UserError
 
 LOCK_FILE = ".run.lock"
+TERMINATED = 128 + signal.SIGTERM  # the exit status of a run stopped by SIGTERM while it held its folder
 
 
 def lock_path(run_dir: str | os.PathLike) -> str:
@@ -281,7 +281,7 @@ class RunLock:
             return
 
         def stop(signum, frame):
-            raise SystemExit(128 + signal.SIGTERM)
+            raise SystemExit(TERMINATED)
 
         self._old_sigterm = signal.signal(signal.SIGTERM, stop)
 
@@ -296,7 +296,3 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
-
-def run_lock(run_dir: str | os.PathLike, **kwargs) -> RunLock:
-    return RunLock(Path(run_dir), **kwargs)

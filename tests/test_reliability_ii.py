@@ -309,6 +309,27 @@ def test_ctrl_c_during_training_is_one_line_with_status_130(synthetic_btmri, tmp
     assert "Resuming from" in "".join(p.read_text() for p in out.glob("log.txt*"))
 
 
+def test_sigterm_during_training_is_one_line_and_releases_the_folder(synthetic_btmri, tmp_path, monkeypatch,
+                                                                     capsys):
+    import signal
+
+    from engine.trainer import TrainerX
+
+    original = TrainerX.after_epoch
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminated_in_second_epoch(self):
+        if self.epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # what a cluster sends at its time limit
+        original(self)
+
+    monkeypatch.setattr(TrainerX, "after_epoch", terminated_in_second_epoch)
+    out = tmp_path / "run"
+    assert train.main(args_for(synthetic_btmri, out, epochs=3)) == 143
+    assert capsys.readouterr().err.strip() == "terminated at epoch 2; run the same command again to resume"
+    assert not (out / LOCK_FILE).exists() and signal.getsignal(signal.SIGTERM) == before
+
+
 # ----- item 9: benchmarks/run_all.py --help answers without torch ------------------------------------------
 def test_run_all_help_does_not_import_torch():
     script = os.path.join(REPO, "benchmarks", "run_all.py")
