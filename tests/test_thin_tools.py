@@ -17,7 +17,7 @@ TOOLS = os.path.join(REPO, "tools")
 
 # The tools whose logic moved into prompts/, datasets/, backbones/ and engine/.
 THIN = ["analyze_prompts", "check_prompts", "generate_prompts", "inspect_prompts", "interpret_prompt",
-        "download_data", "prepare_dataset", "download_weights", "download_checkpoints", "predict"]
+        "download_data", "check_data", "prepare_dataset", "download_weights", "download_checkpoints", "predict"]
 
 
 def _help_modules(tool: str) -> set[str]:
