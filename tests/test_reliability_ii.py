@@ -54,6 +54,12 @@ def test_lock_names_the_live_holder_and_is_released_on_exit(tmp_path):
     assert not run_dir.exists()  # the lock made the folder, the run wrote nothing: no trace
 
 
+def test_output_folder_that_cannot_be_made_is_one_line(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(UserError, match="Cannot create the output folder .*--output-dir"):
+        RunLock(tmp_path / "a_file" / "run").acquire()
+
+
 def test_lock_is_released_when_the_run_raises(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
