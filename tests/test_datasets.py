@@ -146,7 +146,7 @@ def test_reader_accepts_real_split(real_root, name):
         assert {os.path.splitext(d.relpath)[1] for d in ds.test} == {spec.image_ext}
     # tools/check_data.py finds nothing wrong with the real split (images not decoded: they are placeholders),
     # and clip_prompts/<NAME>.json has prompts for every class string.
-    from check_data import check_dataset
+    from datasets.check import check_dataset
 
     report = check_dataset(name, real_root, images=False, progress=False)
     assert report.problems == [] and report.warnings == [], report.problems + report.warnings
@@ -242,8 +242,9 @@ def synthetic_root(tmp_path_factory) -> str:
 
 @pytest.mark.parametrize("name", list(BENCHMARKS))
 def test_synthetic_dataset_has_the_benchmark_layout(synthetic_root, name):
-    from check_data import check_dataset
     from PIL import Image
+
+    from datasets.check import check_dataset
 
     spec = BENCHMARKS[name]
     image_dir = os.path.join(synthetic_root, name, name)

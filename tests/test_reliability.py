@@ -349,7 +349,7 @@ def test_read_only_data_root_caches_in_the_user_folder(tmp_path, monkeypatch):
 
 # ----- 8. no dead ends after removing a bad image ---------------------------------------------------
 def test_few_shot_cache_naming_a_removed_image_is_redrawn(tmp_path, capsys):
-    from check_data import check_dataset
+    from datasets.check import check_dataset
 
     data = make_data(tmp_path / "data", per_class=8)
     assert train.main(args_for(data, tmp_path / "run1", epochs=1, flags=["--no-train"])) == 0
