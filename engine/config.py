@@ -133,6 +133,10 @@ def get_cfg_default() -> CN:
     # CLIP-LoRA (a budget of iterations per shot) at most this many epochs' worth of iterations.
     # 0 = off. A key of its own, so trial results never pass for runs of the real settings.
     _C.TRAIN.TRIAL_EPOCHS = 0
+    # Where training curves and the run's settings go (engine/tracking.py, docs/tracking.md): any of
+    # tensorboard (event files in the run folder), wandb (offline), mlflow (a local file store),
+    # comma-separated, or none. Changes no number.
+    _C.TRAIN.REPORT_TO = "tensorboard"
 
     _C.TEST = CN()
     _C.TEST.EVALUATOR = "Classification"
@@ -249,7 +253,7 @@ def merge_from_list(cfg: CN, opts: list[str]) -> None:
 NON_RESULT_KEYS = frozenset({
     "OUTPUT_DIR", "RESUME", "VERBOSE", "DATALOADER.NUM_WORKERS", "FEATURES.CACHE_DIR",
     "DATASET.FEWSHOT_CACHE_DIR", "MODEL.BACKBONE.PATH", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
-    "TRAINER.RUN_LABEL",
+    "TRAINER.RUN_LABEL", "TRAIN.REPORT_TO",
 })
 
 
@@ -318,5 +322,11 @@ def check_config_values(cfg: CN) -> None:
     if cfg.FEATURES.VIEW_SEED not in ("shared", "run"):
         raise UserError(f"FEATURES.VIEW_SEED must be shared (one crop per image and view for every run) or "
                         f"run (crops also depend on the run's seed); got {cfg.FEATURES.VIEW_SEED!r}.")
+    from engine.tracking import TrackingError, check_installed, report_targets
+
+    try:  # before anything is written: a tracker that is not installed stops the run here
+        check_installed(report_targets(cfg.TRAIN.REPORT_TO))
+    except TrackingError as err:
+        raise UserError(str(err)) from None
     if cfg.DATASET.SUBSAMPLE_CLASSES.lower() not in ("all", "base", "new"):
         raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {cfg.DATASET.SUBSAMPLE_CLASSES!r}.")

@@ -28,6 +28,7 @@ from engine.features import FeatureCache, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
+from engine.tracking import Tracker, report_targets, settings_params
 from engine.utils import get_logger, torch_save_atomic, write_json
 
 RESUME_FILE = "resume.pth"
@@ -128,10 +129,13 @@ class TrainerX:
         # --eval-only: which checkpoint was tested); recorded with the config in results.json.
         self.run_options: dict = {}
         self.check_cfg(cfg)
-        self.build_data_loader()
+        # The backbone first: a run that stops at its weights (offline, none on disk) has then written
+        # nothing, not even the few-shot split. Neither step draws from the other's RNG (the draw uses
+        # Python's random, weight initialisation torch's), so the order changes no number.
         self.backbone = build_backbone(cfg).to(self.device)
         self.backbone.requires_grad_(False)
         self.backbone.eval()
+        self.build_data_loader()
         self.feature_cache = FeatureCache(
             self.feature_cache_dir(),
             self.backbone, self.device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
@@ -442,6 +446,7 @@ class TrainerX:
     def before_train(self) -> None:
         self.time_start = time.time()
         self.start_epoch = self.resume_if_possible()
+        self.tracker(fresh=self.start_epoch == 0)  # a resumed run adds to its curves; a new one replaces them
         self.train_loader_x = self.train_batches()
         self.num_batches = len(self.train_loader_x)
 
@@ -449,6 +454,7 @@ class TrainerX:
         self.set_model_mode("train")
         if isinstance(self.train_loader_x, FeatureBatches):
             self.train_loader_x.set_epoch(self.epoch)
+        self.epoch_lr = self.tracked_lr()
         totals: dict[str, float] = {}
         for batch_idx, batch in enumerate(self.train_loader_x):
             self.batch_idx = batch_idx
@@ -466,9 +472,11 @@ class TrainerX:
                     f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{step}/{self.num_batches}] "
                     f"{loss_txt} lr {self.get_current_lr():.4e}"
                 )
-        return {k: v / max(self.num_batches, 1) for k, v in totals.items()}
+        self.epoch_summary = {k: v / max(self.num_batches, 1) for k, v in totals.items()}
+        return self.epoch_summary
 
     def after_epoch(self) -> None:
+        self.track_epoch()
         last = self.epoch + 1 == self.max_epoch
         freq = self.cfg.TRAIN.CHECKPOINT_FREQ
         if last or (freq > 0 and (self.epoch + 1) % freq == 0):
@@ -565,3 +573,40 @@ class TrainerX:
             "config": self.effective_config(),
         }
         write_json(record, os.path.join(self.output_dir, "results.json"))
+        self.track_final(record)
+
+    # ----- curves (engine/tracking.py: TRAIN.REPORT_TO) ------------------------------------------------
+    def tracker(self, fresh: bool = True) -> Tracker:
+        """This run's trackers; made at the start of training, or by the first value (eval-only runs)."""
+        if getattr(self, "_tracker", None) is None:
+            cfg = self.cfg
+            name = f"{cfg.TRAINER.NAME}/{cfg.DATASET.NAME}/shots_{cfg.DATASET.NUM_SHOTS}/seed{cfg.SEED}"
+            self._tracker = Tracker(self.output_dir, report_targets(cfg.TRAIN.REPORT_TO),
+                                    name + (f"/{cfg.TRAINER.RUN_LABEL}" if cfg.TRAINER.RUN_LABEL else ""),
+                                    fresh=fresh, log=self.logger.info)
+        return self._tracker
+
+    def track(self, values: dict, step: int | None = None) -> None:
+        """Scalars for the trackers at `step` (default: this epoch, counted from 1). Methods that score
+        their own epochs call it too, e.g. `self.track({"val/acc": acc})`."""
+        self.tracker().scalars(values, self.epoch + 1 if step is None else step)
+
+    def tracked_lr(self) -> float | None:
+        """The learning rate this epoch trains with (the first registered optimiser's), if any."""
+        optim = next((o for o in self._optims.values() if o is not None), None)
+        return float(optim.param_groups[0]["lr"]) if optim is not None else None
+
+    def track_epoch(self) -> None:
+        """After each epoch: the step summaries the loop averaged as train/<key>, and train/lr."""
+        values = {f"train/{k}": v for k, v in getattr(self, "epoch_summary", {}).items()}
+        if getattr(self, "epoch_lr", None) is not None:
+            values["train/lr"] = self.epoch_lr
+        if values:
+            self.track(values)
+
+    def track_final(self, record: dict) -> None:
+        """The evaluation's accuracy and macro-F1 at the last step, the run's settings as hparams; closes."""
+        split = record["split"]
+        metrics = {f"{split}/acc": record["accuracy"], f"{split}/macro_f1": record["macro_f1"]}
+        identity = {k: record[k] for k in ("method", "backbone", "dataset", "num_shots", "seed")}
+        self.tracker().final(metrics, self.max_epoch, settings_params(identity, record["config"]))

@@ -1,0 +1,197 @@
+"""Training curves and run settings for experiment trackers (TRAIN.REPORT_TO; docs/tracking.md).
+
+TrainerX calls one `Tracker` per run: `scalars()` once per epoch (the averaged step summaries as
+`train/<key>`, the learning rate as `train/lr`, a method's own `val/acc`), `final()` once with the
+evaluation's accuracy and the run's settings. Each target of TRAIN.REPORT_TO is one backend:
+
+- tensorboard (default): event files in the run folder itself, through torch.utils.tensorboard;
+- wandb: an offline W&B run under <run folder>/wandb (WANDB_MODE overrides "offline");
+- mlflow: a run in the MLflow store of MLFLOW_TRACKING_URI, else a file store <run folder>/mlruns.
+
+Nothing is imported or written until the first value arrives, so a run that stops before it starts
+leaves no event file. A backend that fails to write (a full disk) is dropped with one log note:
+curves never stop a run. Light at import (no torch): engine.config checks the key through it.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib.util
+import os
+
+TARGETS = ("tensorboard", "wandb", "mlflow")
+NONE = "none"
+# The module each target imports, and what to install when it is missing.
+MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+INSTALL = {"tensorboard": "pip install tensorboard==2.21.0", "wandb": "pip install wandb",
+           "mlflow": "pip install mlflow"}
+EVENT_GLOB = "events.out.tfevents.*"
+
+
+class TrackingError(ValueError):
+    """A bad TRAIN.REPORT_TO value or a tracker that is not installed (engine.config makes it a UserError)."""
+
+
+def report_targets(value) -> list[str]:
+    """TRAIN.REPORT_TO as a list of targets: "tensorboard", "tensorboard,wandb", "none" (-> [])."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    unknown = [n for n in names if n not in TARGETS + (NONE,)]
+    if unknown or not names:
+        raise TrackingError(f"TRAIN.REPORT_TO must name one or more of {', '.join(TARGETS)} (comma-separated), "
+                            f"or none; got {value!r}.")
+    if NONE in names and len(names) > 1:
+        raise TrackingError(f"TRAIN.REPORT_TO none cannot be combined with other trackers; got {value!r}.")
+    return [] if names == [NONE] else list(dict.fromkeys(names))
+
+
+def check_installed(targets: list[str]) -> None:
+    """Stop before a run starts when a requested tracker's package is missing (no import: find_spec)."""
+    for target in targets:
+        if importlib.util.find_spec(MODULES[target]) is None:
+            raise TrackingError(f"TRAIN.REPORT_TO asks for {target}, which is not installed: {INSTALL[target]} "
+                                f"(or leave {target} out of TRAIN.REPORT_TO).")
+
+
+def hparam_value(value):
+    """A value every tracker accepts as a setting: numbers, strings and booleans as they are, the rest as text."""
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+def settings_params(identity: dict, config: dict) -> dict:
+    """What a tracker records as the run's settings: its identity (method, model, dataset, K, seed), the
+    settings digest of engine.runs (equal for the seeds of one table cell), and every recorded key whose
+    value differs from the default (the full config is in results.json); paths left out."""
+    from engine.config import flat_config, get_cfg_default
+    from engine.runs import settings_digest
+
+    defaults = flat_config(get_cfg_default())
+    missing = object()
+    changed = {k: v for k, v in sorted(config.items())
+               if k != "DATASET.ROOT" and not k.endswith("_DIR") and defaults.get(k, missing) != v}
+    return {**identity, "settings_digest": settings_digest(config), **changed}
+
+
+class TensorBoardBackend:
+    def __init__(self, run_dir: str, fresh: bool):
+        if fresh:  # a run starting afresh replaces the curves of an earlier attempt in this folder
+            for path in glob.glob(os.path.join(glob.escape(run_dir), EVENT_GLOB)):
+                os.remove(path)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=run_dir)
+
+    def scalars(self, values: dict, step: int) -> None:
+        for tag, value in values.items():
+            self.writer.add_scalar(tag, value, step)
+        self.writer.flush()  # once per epoch: a run that crashes keeps its curves
+
+    def hparams(self, params: dict, metrics: dict) -> None:
+        from torch.utils.tensorboard.summary import hparams
+
+        # Written into this run's own event file (SummaryWriter.add_hparams would open a second run).
+        for summary in hparams({k: hparam_value(v) for k, v in params.items()}, metrics):
+            self.writer.file_writer.add_summary(summary)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbBackend:
+    def __init__(self, run_dir: str, fresh: bool, name: str):
+        import wandb
+
+        self.run = wandb.init(dir=run_dir, mode=os.environ.get("WANDB_MODE", "offline"), name=name,
+                              project=os.environ.get("WANDB_PROJECT", "biomedcoop"))
+
+    def scalars(self, values: dict, step: int) -> None:
+        self.run.log(dict(values), step=step)
+
+    def hparams(self, params: dict, metrics: dict) -> None:
+        self.run.config.update({k: hparam_value(v) for k, v in params.items()}, allow_val_change=True)
+        self.run.summary.update(metrics)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MlflowBackend:
+    def __init__(self, run_dir: str, fresh: bool, name: str):
+        import mlflow
+
+        self.mlflow = mlflow
+        if not os.environ.get("MLFLOW_TRACKING_URI"):  # local by default: never a server
+            mlflow.set_tracking_uri("file:" + os.path.join(os.path.abspath(run_dir), "mlruns"))
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "biomedcoop"))
+        self.run = mlflow.start_run(run_name=name)
+
+    def scalars(self, values: dict, step: int) -> None:
+        self.mlflow.log_metrics(dict(values), step=step)
+
+    def hparams(self, params: dict, metrics: dict) -> None:
+        self.mlflow.log_params({k: hparam_value(v) for k, v in params.items()})
+        self.mlflow.log_metrics(dict(metrics))
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class Tracker:
+    """The run's trackers, opened at the first value. `log` is the run's logger (notes go there)."""
+
+    def __init__(self, run_dir: str, targets: list[str], name: str, fresh: bool = True, log=None):
+        self.run_dir, self.targets, self.name, self.fresh, self.log = run_dir, list(targets), name, fresh, log
+        self.backends: dict[str, object] | None = None if run_dir and targets else {}
+
+    def _open(self) -> dict:
+        if self.backends is None:
+            self.backends = {}
+            os.makedirs(self.run_dir, exist_ok=True)
+            for target in self.targets:
+                self._guard(target, lambda t=target: self.backends.__setitem__(t, self._backend(t)))
+        return self.backends
+
+    def _backend(self, target: str):
+        if target == "tensorboard":
+            return TensorBoardBackend(self.run_dir, self.fresh)
+        if target == "wandb":
+            return WandbBackend(self.run_dir, self.fresh, self.name)
+        return MlflowBackend(self.run_dir, self.fresh, self.name)
+
+    def _guard(self, target: str, action) -> None:
+        """Run one backend's action; an OSError drops that backend with a note instead of stopping the run."""
+        try:
+            action()
+        except OSError as err:
+            self.backends.pop(target, None)
+            if self.log is not None:
+                self.log(f"note: {target} tracking stopped ({err}); training goes on")
+
+    def scalars(self, values: dict, step: int) -> None:
+        values = {k: float(v) for k, v in values.items()}
+        for target, backend in list(self._open().items()):
+            self._guard(target, lambda b=backend: b.scalars(values, step))
+
+    def final(self, metrics: dict, step: int, params: dict) -> None:
+        """The evaluation's metrics at `step`, the run's settings, then close."""
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for target, backend in list(self._open().items()):
+            self._guard(target, lambda b=backend: b.scalars(metrics, step))
+            self._guard(target, lambda b=backend: b.hparams(params, metrics))
+        self.close()
+
+    def close(self) -> None:
+        for target, backend in list((self.backends or {}).items()):
+            self._guard(target, backend.close)
+        self.backends = {}
+
+
+def event_scalars(run_dir: str) -> dict[str, list[tuple[int, float]]]:
+    """{tag: [(step, value), ...]} of the TensorBoard event files in a run folder (tests, reports)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
