@@ -222,6 +222,25 @@ def test_siglip_patch_token_is_the_pooling_head_seeing_that_token_alone():
             assert torch.allclose(vision.head(hidden[:, i : i + 1]), patches[:, i], atol=1e-5)
 
 
+def test_ogkd_on_a_resnet_backbone_needs_lambda_lgd_zero(synthetic_btmri, tmp_path):
+    import train
+    from engine.trainer import build_trainer
+
+    def args(*extra):
+        return train.parse_args([
+            "--root", synthetic_btmri, "--seed", "1", "--trainer", "OGKD_TinyPMCCLIP",
+            "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+            "--config-file", os.path.join(REPO, "configs/trainers/OGKD/few_shot/btmri.yaml"),
+            "--output-dir", str(tmp_path), "DATASET.NUM_SHOTS", "1", "DATALOADER.NUM_WORKERS", "0", *extra])
+
+    with pytest.raises(Exception, match="TRAINER.OGKD.LAMBDA_LGD 0"):
+        build_trainer(train.setup_cfg(args()))
+    trainer = build_trainer(train.setup_cfg(args("TRAINER.OGKD.LAMBDA_LGD", "0.0", "OPTIM.MAX_EPOCH", "1")))
+    assert not trainer.needs_patches
+    result = trainer.train()
+    assert 0 <= result["accuracy"] <= 100
+
+
 # ----- the scripts on the tiny twin ----------------------------------------------------------------------
 
 def run_script(script, args, cwd, **env):

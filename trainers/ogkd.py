@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from backbones.base import Backbone
 from engine.config import prompt_cfg, register_method_cfg
 from engine.data import stack_labels, transform_spec
 from engine.errors import UserError
@@ -122,6 +123,10 @@ class OGKD(PromptTrainer):
         return self.method_cfg.LAMBDA_LGD != 0
 
     def build_model(self) -> None:
+        if self.needs_patches and type(self.backbone).encode_image_tokens is Backbone.encode_image_tokens:
+            raise UserError(f"OGKD's LGD term reads patch tokens, which {self.backbone.name} does not give (its image "
+                            f"tower is not a ViT). Use a ViT backbone, or train without LGD: add "
+                            f"`TRAINER.OGKD.LAMBDA_LGD 0` (GAD and SCCM only).")
         super().build_model()
         mcfg = self.method_cfg
         ensemble = load_ensemble(self.cfg.DATASET.NAME, self.classnames, mcfg.N_PROMPTS)
