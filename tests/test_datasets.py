@@ -208,7 +208,8 @@ def test_octmnist_declaration_without_its_split_file():
 
 
 def test_train_py_draws_the_dassl_subset(tmp_path, golden):
-    """End to end: train.py seeds, builds the trainer (dataset first) and caches the Dassl subset."""
+    """End to end: train.py seeds, builds the trainer (backbone, then dataset: neither draws from the
+    other's RNG) and caches the Dassl subset."""
     import train
 
     root = str(tmp_path / "data")

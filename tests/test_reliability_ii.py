@@ -283,14 +283,16 @@ def test_full_disk_during_a_run_ends_in_one_line_and_releases_the_folder(synthet
 
 
 # ----- item 6: a run that never started leaves no trace in its folder ------------------------------------
-def test_run_stopped_by_missing_weights_leaves_no_folder(synthetic_btmri, tmp_path, monkeypatch, capsys):
+def test_run_stopped_by_missing_weights_leaves_no_trace(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty_hf_home"))
+    data = make_data(tmp_path / "data")
     out = tmp_path / "output" / "btmri" / "shots_2" / "CoOp_BiomedCLIP" / "seed1"
-    assert train.main(args_for(synthetic_btmri, out, trainer="CoOp_BiomedCLIP")) == 2
+    assert train.main(args_for(data, out, trainer="CoOp_BiomedCLIP")) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "HF_HUB_OFFLINE=1" in err
     assert not (tmp_path / "output").exists()  # no log.txt that tables would count as a failed run
+    assert not os.path.exists(os.path.join(data, "BTMRI", "split_fewshot"))  # nor a few-shot split
 
 
 # ----- item 8: Ctrl-C during training ----------------------------------------------------------------------
