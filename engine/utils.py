@@ -274,7 +274,10 @@ class _RunLogFile(logging.FileHandler):
 
     def handleError(self, record: logging.LogRecord) -> None:
         err = sys.exc_info()[1]
-        friendly = write_failure(err, self.baseFilename, None) if err is not None else None
+        if not isinstance(err, OSError):  # a bad log call, not the file: logging's own report
+            super().handleError(record)
+            return
+        friendly = write_failure(err, self.baseFilename, None)
         why = str(friendly).split(". ", 1)[0] if friendly is not None else f"{type(err).__name__}: {err}"
         sys.stderr.write(f"note: {self.baseFilename} cannot be written ({why}); logging to the terminal only\n")
         logging.getLogger(LOGGER_NAME).removeHandler(self)
