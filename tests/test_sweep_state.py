@@ -139,11 +139,13 @@ def test_the_encoding_job_fills_the_cache_the_runs_read(synthetic_btmri, tmp_pat
         m.setattr(engine_trainer.TrainerX, "__init__", no_trainer)
         assert encode_group(plan_path, "TinyBiomedCLIP/btmri") == 1  # CoOp's run; CLIP-SVD reads pixels
     assert len(list(cache.glob("*/train-*-v1.pt"))) == 1  # two views (two epochs), under one backbone key
+    written = {p: p.stat().st_mtime_ns for p in cache.rglob("*.pt")}
 
     coop = next(u for u in units if u.label.startswith("CoOp"))
     assert train.main(coop.commands[0][2:]) == 0
     log = open(os.path.join(coop.outputs[0], "log.txt"), encoding="utf-8").read()
-    assert "Encoding" not in log  # every feature the run read came from the job's cache
+    assert "Encoding" not in log  # every feature the run read came from the job's cache,
+    assert {p: p.stat().st_mtime_ns for p in cache.rglob("*.pt")} == written  # which the run left as it was
 
 
 def test_a_failure_the_sweep_recorded_counts_for_the_same_request_only(tmp_path):
