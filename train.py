@@ -49,7 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--backbone", default="", help="model family, when --trainer has no _<MODEL> suffix")
     p.add_argument("--head", default="", help="unused (Dassl compatibility)")
     p.add_argument("--eval-only", action="store_true", help="evaluate only")
-    p.add_argument("--model-dir", default="", help="load the model from this directory for --eval-only")
+    p.add_argument("--model-dir", default="",
+                   help="load the model from this directory for --eval-only, or from a pushed run: "
+                        "hf-hub:ORG/NAME[/SUB/FOLDER] (tools/push_to_hub.py; downloaded once, then cached)")
     p.add_argument("--load-epoch", type=int, help="load the checkpoint of this epoch")
     p.add_argument("--no-train", action="store_true", help="build the trainer, do not train")
     p.add_argument("--skip-finished", action="store_true",
@@ -113,7 +115,11 @@ def run_options(args: argparse.Namespace, cfg=None) -> dict:
             options["run.model"] = backbone_label(cfg)
     if not args.eval_only:
         return options
+    from engine.hub import is_hub_ref
+
     model_dir = os.path.abspath(args.model_dir) if args.model_dir else ""
+    if is_hub_ref(args.model_dir):  # a pushed run is named by its hub id, not the cache folder it lands in
+        model_dir = args.model_dir
     return {**options, "run.eval_only": True, "run.model_dir": model_dir, "run.load_epoch": args.load_epoch}
 
 
@@ -159,7 +165,10 @@ def run(args: argparse.Namespace, cfg) -> int:
         trainer = build_trainer(cfg)  # data, weights and checkpoint checks: a run that stops here leaves no log
         trainer.run_options = run_options(args, cfg)
         if args.eval_only:
-            trainer.load_model(args.model_dir, epoch=args.load_epoch)
+            from engine.hub import is_hub_ref, local_run
+
+            model_dir = local_run(args.model_dir) if is_hub_ref(args.model_dir) else args.model_dir
+            trainer.load_model(model_dir, epoch=args.load_epoch)
             if cfg.TEST.DATASET:  # domain generalisation: score another benchmark's test split
                 from datasets.domain_generalization import retarget
 

@@ -112,8 +112,10 @@ class Predictor:
     TrainerX.load_model, the path train.py --eval-only takes, with the same checks."""
 
     def __init__(self, run_dir: str, root: str | None = None, epoch: int | None = None):
+        from engine.hub import is_hub_ref, local_run
         from engine.trainer import build_trainer
 
+        run_dir = local_run(run_dir) if is_hub_ref(run_dir) else run_dir  # a pushed run: hf-hub:ORG/NAME[/SUB]
         record = read_run_record(run_dir)
         cfg = build_run_config(record, root)
         self.trainer = build_trainer(cfg)
@@ -121,6 +123,7 @@ class Predictor:
             from engine.run_weights import evaluated_model
 
             model_dir, tested_epoch = evaluated_model(run_dir, record)
+            model_dir = local_run(model_dir) if is_hub_ref(model_dir) else model_dir  # evaluated a pushed run
             self.trainer.load_model(model_dir, epoch=epoch if epoch is not None else tested_epoch)
         self.trainer.set_model_mode("eval")
         self.classnames = list(self.trainer.classnames)

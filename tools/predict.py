@@ -3,12 +3,14 @@
     python tools/predict.py --run-dir output/btmri/shots_16/BiomedCoOp_BiomedCLIP/nctx4_cscFalse_ctpend/seed1 \
         scan1.png more_scans/ --out predictions.csv
 
-RUN_DIR is a seed folder written by train.py (any method). Its results.json records the settings the
-run was made with; the trainer is rebuilt from them (the run's dataset must still be readable, or
-give --root), its last checkpoint is loaded (for an eval-only run, the checkpoint it evaluated) and
-each image goes through the same test-time transform as the test set. Folders are searched
-recursively for images. An image that cannot be read gets a row with its error and the others go
-on; the exit status is then 1. Without --out the CSV goes to the terminal.
+RUN_DIR is a seed folder written by train.py (any method), or `--run hf-hub:ORG/NAME` for a run
+shared with tools/push_to_hub.py (downloaded into the Hugging Face cache once; offline afterwards).
+Its results.json records the settings the run was made with; the trainer is rebuilt from them (the
+run's dataset must still be readable, or give --root), its last checkpoint is loaded (for an
+eval-only run, the checkpoint it evaluated) and each image goes through the same test-time transform as
+the test set. Folders are searched recursively for images. An image that cannot be read gets a row
+with its error and the others go on; the exit status is then 1. Without --out the CSV goes to the
+terminal.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import _bootstrap  # noqa: F401
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run-dir", required=True, help="a finished run's seed folder (holds results.json)")
+    p.add_argument("--run-dir", "--run", dest="run_dir", required=True,
+                   help="a finished run's seed folder (holds results.json), or a run pushed with "
+                        "tools/push_to_hub.py: hf-hub:ORG/NAME[/SUB/FOLDER] (downloaded once, then cached)")
     p.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files and/or folders of images")
     p.add_argument("--out", help="write the CSV here (default: print it)")
     p.add_argument("--root", help="dataset root, if the run's data moved")
