@@ -448,6 +448,10 @@ def check_jobs(datasets: Sequence[str], directory: str, file: str | None = None,
                     note = (f"'{name}' is not a benchmark: class coverage not checked "
                             "(pass --root DATA or --split FILE to check it).")
         path = file or prompt_file(name, directory)
+        reads = os.path.splitext(os.path.basename(path))[0]
+        if not (file or split) and reads != name and benchmark_classnames(reads):  # a DG target: its source's
+            note = f"{name} has no ensemble of its own: it reads {reads}'s, checked here as {reads}"
+            name, expected = reads, benchmark_classnames(reads)
         if not os.path.isfile(path):
             have = sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(
                 directory) else []

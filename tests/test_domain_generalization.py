@@ -57,6 +57,16 @@ def test_a_target_reads_its_sources_prompt_ensemble(tmp_path):
     assert prompt_file("MyScans") == os.path.join(PROMPTS_DIR, "MyScans.json")  # no source: its own name
 
 
+def test_prompt_checks_check_a_target_as_its_source():
+    from prompts.checks import check_jobs
+
+    ((name, path, expected, note),) = check_jobs(["udiat"], PROMPTS_DIR)
+    assert (name, os.path.basename(path), expected) == ("BUSI", "BUSI.json", list(BENCHMARKS["BUSI"].classnames))
+    assert "UDIAT has no ensemble of its own" in note
+    ((name, _, expected, note),) = check_jobs(["BUSI"], PROMPTS_DIR)
+    assert name == "BUSI" and note is None
+
+
 def test_synthetic_targets_look_like_their_source_at_another_site(dg_root):
     def mean_colour(name, relpath):
         return np.asarray(Image.open(os.path.join(dg_root, name, name, relpath)), dtype=float).mean(axis=(0, 1))
