@@ -85,8 +85,10 @@ per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, 
 
 # have_checkpoint CKPT SEED DOWNLOAD [download_checkpoints.py ARGS...]: true when CKPT exists, after
 # fetching it with tools/download_checkpoints.py when DOWNLOAD=1; otherwise a note that SEED is skipped.
+# A pushed run (MODEL_ROOT=hf-hub:ORG/NAME, tools/push_to_hub.py) is fetched by train.py itself.
 have_checkpoint() {
     local ckpt=$1 seed=$2 download=$3; shift 3
+    case "$ckpt" in hf-hub:*) return 0 ;; esac
     if [ ! -f "$ckpt" ] && [ "$download" = 1 ]; then
         "$PYTHON" "$REPO/tools/download_checkpoints.py" "$@" || true
     fi

@@ -269,3 +269,29 @@ def test_what_cannot_be_pushed_gets_one_line(synthetic_btmri, tmp_path, hub, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Cannot get hf-hub:test-org/never-pushed" in err[0] and "HF_HUB_OFFLINE" in err[0]
     assert not (tmp_path / "eval").exists()
+
+
+def test_the_eval_script_evaluates_a_pushed_grid(synthetic_btmri, tmp_path, hub, capsys):
+    import subprocess
+    import sys
+
+    out = tmp_path / "output"
+    sub = "btmri/shots_2/BiomedCoOp_TinyBiomedCLIP/nctx4_cscFalse_ctpend"
+    argv = train_argv(synthetic_btmri, out / sub / "seed1")
+    argv[argv.index("CoOp_TinyBiomedCLIP")] = "BiomedCoOp_TinyBiomedCLIP"
+    argv[argv.index(os.path.join(REPO, "configs/trainers/CoOp/vit_b16.yaml"))] = os.path.join(
+        REPO, "configs/trainers/BiomedCoOp/few_shot/btmri.yaml")
+    assert train.main(argv) == 0
+    assert push_to_hub.main([str(out), "--grid", "--org", "test-org", "--token", "hf_test"]) == 0
+    from huggingface_hub import constants
+
+    env = {**os.environ, "SEEDS": "1", "LOAD_EPOCH": "2", "EVAL_ROOT": str(tmp_path / "eval"), "PYTHON": sys.executable,
+           "MODEL_ROOT": "hf-hub:test-org/BiomedCoOp-BTMRI", "HF_HUB_CACHE": constants.HF_HUB_CACHE,
+           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(["bash", os.path.join(REPO, "scripts/biomedcoop/eval_fewshot.sh"), synthetic_btmri, "btmri",
+                           "2", "TinyBiomedCLIP"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval" / sub / "seed1" / "results.json").read_text())
+    trained = json.loads((out / sub / "seed1" / "results.json").read_text())
+    assert evaluated["accuracy"] == trained["accuracy"] and evaluated["eval_only"] is True
+    assert evaluated["config"]["run.model_dir"] == f"hf-hub:test-org/BiomedCoOp-BTMRI/{sub}/seed1"
