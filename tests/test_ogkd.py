@@ -241,6 +241,52 @@ def test_ogkd_on_a_resnet_backbone_needs_lambda_lgd_zero(synthetic_btmri, tmp_pa
     assert 0 <= result["accuracy"] <= 100
 
 
+def test_one_ogkd_step_matches_the_losses_computed_the_authors_way(synthetic_btmri, tmp_path):
+    """Through the trainer: all P patches scored against the learned text, then the top K kept (the
+    authors' order; the trainer scores only the kept ones), with the BTMRI weights."""
+    import torch.nn.functional as F
+
+    import train
+    from engine.trainer import build_trainer
+    from trainers.biomedcoop import sccm_loss
+    from trainers.prompt_bank import prompt_scores, select_prompts
+
+    args = train.parse_args([
+        "--root", synthetic_btmri, "--seed", "1", "--trainer", "OGKD_TinyBiomedCLIP",
+        "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+        "--config-file", os.path.join(REPO, "configs/trainers/OGKD/few_shot/btmri.yaml"),
+        "--output-dir", str(tmp_path), "DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0",
+        "OPTIM.MAX_EPOCH", "2"])
+    t = build_trainer(train.setup_cfg(args))
+    t.set_model_mode("eval")  # no dropout, so the recomputation sees the same network
+    t.set_model_mode = lambda *a, **k: None
+    batches = t.train_batches()
+    t.num_batches, t.batch_idx = len(batches), 0
+    batch = next(iter(batches))
+    assert batch["patches"].shape[:2] == (4, 49)
+    with torch.no_grad():
+        image = F.normalize(batch["feat"], dim=-1)
+        tokens = F.normalize(batch["patches"], dim=-1)
+        text = F.normalize(t.prompt_learner.text_features(), dim=-1)
+        scale = t.backbone.logit_scale
+        logits = scale * image @ text.t()
+        keep = select_prompts(prompt_scores(image, t.prompt_bank, scale), 1.5)
+        teacher_text = F.normalize(t.prompt_bank[:, keep].mean(dim=1), dim=-1)
+        all_student, all_teacher = scale * tokens @ text.t(), scale * tokens @ teacher_text.t()
+        k = round(49 * 0.4)  # BTMRI: TOP_K_RATIO 0.4
+        true = all_teacher[torch.arange(4), :, batch["label"]]  # (B, P) teacher logit of the true class
+        idx = true.abs().topk(k, dim=1).indices
+        pick = idx.unsqueeze(-1).expand(-1, -1, 4)
+        expected = (F.cross_entropy(logits, batch["label"]) + 0.5 * sccm_loss(text, t.ensemble_mean)
+                    + 1.75 * gad_loss(logits, scale * image @ teacher_text.t(), t.graph, 0.5)
+                    + 0.05 * lgd_loss(all_student.gather(1, pick), all_teacher.gather(1, pick), t.graph,
+                                      batch["label"], 0.5))
+    ctx_before = t.prompt_learner.ctx.detach().clone()
+    summary = t.forward_backward(batch)
+    assert summary["loss"] == pytest.approx(expected.item(), abs=1e-5)
+    assert summary["loss_lgd"] > 0 and not torch.equal(ctx_before, t.prompt_learner.ctx)
+
+
 # ----- the scripts on the tiny twin ----------------------------------------------------------------------
 
 def run_script(script, args, cwd, **env):
