@@ -7,6 +7,8 @@ from __future__ import annotations
 METHOD_ORDER = [
     "ZeroShot", "ZeroShotEnsemble", "ClipAdapter", "TipAdapter", "TipAdapterF", "LinearProbe",
     "LPPlusPlus", "CoOp", "CoCoOp", "KgCoOp", "ProGrad", "CLIPLoRA", "CLIPSVD", "BiomedCoOp",
+    # The 2026 peers, after the paper's own methods: training-free, then prompt distillation, then two-tower.
+    "GDA", "OGKD", "MaPLe", "BiomedDPT", "EviSteer",
 ]
 # This toolkit's method names -> the names the BiomedCoOp paper prints.
 PAPER_NAMES = {
