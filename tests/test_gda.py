@@ -13,7 +13,7 @@ import torch
 import train
 from engine.errors import UserError
 from engine.trainer import build_trainer
-from trainers.gda import GDAHead, gda_classifier, search_alpha, shrunk_precision
+from trainers.gda import GDAHead, gda_classifier, novel_classifier, search_alpha, shrunk_precision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(REPO, "configs", "trainers", "GDA", "few_shot", "default.yaml")
@@ -52,6 +52,27 @@ def test_classifier_against_a_direct_computation():
     assert torch.isfinite(weight).all() and torch.isfinite(bias).all()
 
 
+def test_novel_classes_against_a_direct_computation():
+    # the authors' synthesis: mean of the k base features nearest the text feature and the text feature
+    # repeated; precision from those k features centred on the text feature, averaged over novel classes
+    gen = torch.Generator().manual_seed(1)
+    dim, k, reps = 4, 3, 2
+    bank = torch.nn.functional.normalize(torch.randn(7, dim, generator=gen), dim=-1)
+    text = torch.nn.functional.normalize(torch.randn(2, dim, generator=gen), dim=-1)
+    means, precisions = [], []
+    for w in text:
+        near = bank[(bank @ w).argsort(descending=True)[:k]]
+        means.append(torch.cat([near, w.repeat(reps, 1)]).mean(0))
+        cov = (near - w).t() @ (near - w) / (k - 1)
+        precisions.append(dim * torch.linalg.pinv((k - 1) * cov + cov.trace() * torch.eye(dim)))
+    means, precision = torch.stack(means), torch.stack(precisions).mean(0)
+    weight, bias = novel_classifier(bank, text, k, reps)
+    assert torch.allclose(weight, precision @ means.t(), atol=1e-5)
+    assert torch.allclose(bias, math.log(0.5) - 0.5 * torch.diag(means @ precision @ means.t()), atol=1e-5)
+    # fewer base features than k: all of them are used
+    assert torch.allclose(novel_classifier(bank[:2], text, 64, reps)[0], novel_classifier(bank[:2], text, 2, reps)[0])
+
+
 def test_classifier_needs_every_class():
     with pytest.raises(UserError, match=r"classes \[2\]"):
         gda_classifier(torch.randn(4, 3), torch.tensor([0, 1, 0, 1]), 3)
@@ -68,7 +89,7 @@ def test_alpha_search_first_strict_improvement_and_default():
 
 
 def test_head_adds_alpha_times_the_discriminant():
-    head = GDAHead(2, 2)
+    head = GDAHead(2, 2, 0)
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
         head.bias.copy_(torch.tensor([0.5, -0.5]))
@@ -105,7 +126,8 @@ def test_few_shot_script_end_to_end(synthetic_btmri, tmp_path):
     log = (run / "log.txt").read_text()
     assert "GDA on 16 features (2 view(s) per image)" in log and f"* accuracy: {result['accuracy']:.2f}%" in log
     state = torch.load(run / "gda" / "model.pth.tar-1", map_location="cpu", weights_only=False)["state_dict"]
-    assert sorted(state) == ["alpha", "bias", "weight"] and state["weight"].shape[1] == 4
+    assert sorted(state) == ["alpha", "bank", "bias", "weight"] and state["weight"].shape[1] == 4
+    assert state["bank"].shape[0] == 2 * 8  # the pooled views: 2 per image, 2 shots x 4 classes
     # the checkpoint alone reproduces the test accuracy
     out = tmp_path / "eval"
     proc = subprocess.run([
@@ -116,3 +138,19 @@ def test_few_shot_script_end_to_end(synthetic_btmri, tmp_path):
     ], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.load(open(out / "results.json"))["accuracy"] == result["accuracy"]
+
+
+def test_base_to_novel_script(synthetic_btmri, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1",
+           "EXTRA_OPTS": "DATALOADER.NUM_WORKERS 0 TRAINER.GDA.AUGMENT_EPOCH 2"}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "gda", "base2new.sh"), synthetic_btmri, "btmri",
+                           "TinyBiomedCLIP"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sub = os.path.join("btmri", "shots_16", "GDA_TinyBiomedCLIP", "nctx4_cscFalse_ctpend", "seed1")
+    base = json.load(open(tmp_path / "output" / "base2new" / "train_base" / sub / "results.json"))
+    new_dir = tmp_path / "output" / "base2new" / "test_new" / sub
+    new = json.load(open(new_dir / "results.json"))
+    assert base["classnames"] == ["glioma tumor", "meningioma tumor"]
+    assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"] and new["total"] == 12
+    assert "GDA: 2 novel class(es) built from their text and the 40 nearest of 40 base features" in (
+        new_dir / "log.txt").read_text()
