@@ -18,6 +18,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import time
 
 TARGETS = ("tensorboard", "wandb", "mlflow")
 NONE = "none"
@@ -26,6 +27,7 @@ MODULES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 INSTALL = {"tensorboard": "pip install tensorboard==2.21.0", "wandb": "pip install wandb",
            "mlflow": "pip install mlflow"}
 EVENT_GLOB = "events.out.tfevents.*"
+FLUSH_SECONDS = 5.0  # a crashed run keeps its curves up to this long before the crash
 
 
 class TrackingError(ValueError):
@@ -82,11 +84,14 @@ class TensorBoardBackend:
         from torch.utils.tensorboard import SummaryWriter
 
         self.writer = SummaryWriter(log_dir=run_dir)
+        self.flushed = time.monotonic()
 
     def scalars(self, values: dict, step: int) -> None:
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, step)
-        self.writer.flush()  # once per epoch: a run that crashes keeps its curves
+        if time.monotonic() - self.flushed > FLUSH_SECONDS:  # not every epoch: fits of 300 tiny epochs exist
+            self.writer.flush()
+            self.flushed = time.monotonic()
 
     def hparams(self, params: dict, metrics: dict) -> None:
         from torch.utils.tensorboard.summary import hparams

@@ -123,6 +123,19 @@ def test_a_training_free_method_writes_its_accuracy_and_settings(synthetic_btmri
     assert hparams_of(out)["hparams"]["method"] == "ZeroShot"
 
 
+def test_a_feature_method_writes_its_val_curve(synthetic_btmri, tmp_path):
+    out = tmp_path / "lpp"
+    assert train.main(argv(synthetic_btmri, out, trainer="LPPlusPlus_TinyBiomedCLIP",
+                           config="LPPlusPlus/few_shot.yaml", epochs=12)) == 0
+    scalars = event_scalars(str(out))
+    assert [step for step, _ in scalars["val/acc"]] == list(range(1, 13)) and len(scalars["train/loss"]) == 12
+    kept = re.search(r"Kept the model of epoch (\d+) \(val accuracy ([\d.]+)%\)", (out / "log.txt").read_text())
+    best = max(value for _, value in scalars["val/acc"])
+    assert float(kept.group(2)) == pytest.approx(best, abs=0.01)
+    assert dict(scalars["val/acc"])[int(kept.group(1))] == pytest.approx(best)
+    assert scalars["test/acc"][0][1] == pytest.approx(json.loads((out / "results.json").read_text())["accuracy"])
+
+
 def fake_module(name: str, **attrs) -> types.ModuleType:
     module = types.ModuleType(name)
     module.__spec__ = importlib.machinery.ModuleSpec(name, None)  # find_spec sees it as installed

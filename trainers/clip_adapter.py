@@ -86,4 +86,5 @@ class ClipAdapter(FeatureMethod):
                 total, steps = total + loss.item(), steps + 1
             self.logger.info(f"epoch [{epoch + 1}/{self.max_epoch}] loss {total / steps:.4f} "
                              f"lr {self.get_current_lr():.4e}")
+            self.track({"train/loss": total / steps}, step=epoch + 1)
         self.adapter.eval()

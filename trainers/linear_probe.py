@@ -228,6 +228,7 @@ class LPPlusPlus(FeatureMethod):
             freq = self.cfg.TRAIN.PRINT_FREQ
             if freq > 0 and ((epoch + 1) % freq == 0 or epoch + 1 == self.max_epoch):
                 self.logger.info(f"epoch [{epoch + 1}/{self.max_epoch}] loss {loss.item():.4f} val acc {acc:.2f}%")
+            self.track({"train/loss": loss.item(), "val/acc": acc}, step=epoch + 1)
         self.head.load_state_dict(best_state)
         self.head.alpha.grad = None
         self.logger.info(f"Kept the model of epoch {best_epoch} (val accuracy {best_acc:.2f}%)")

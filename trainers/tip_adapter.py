@@ -190,6 +190,7 @@ class TipAdapterF(TipAdapter):
                 acc = self.val_accuracy(weight, beta, alpha)
                 self.logger.info(f"epoch [{epoch + 1}/{self.max_epoch}] loss {loss.item():.4f} "
                                  f"lr {sched.get_last_lr()[0]:.4e} val acc {acc:.2f}%")
+                self.track({"train/loss": loss.item(), "val/acc": acc}, step=epoch + 1)  # the adapter tested
                 if acc > best_acc:
                     best_acc, best_weight, best_epoch = acc, weight.detach().clone(), epoch + 1
         if keep_best:
