@@ -202,12 +202,15 @@ def pivot(pairs: list[tuple[dict, dict]], row_key, col_key) -> tuple[list, dict]
     return order, cells
 
 
-def grid_table(headers: list[str], order: list, cells: dict, columns: list, evidence, root: str) -> str:
+def grid_table(headers: list[str], order: list, cells: dict, columns: list, evidence, root: str,
+               lead=lambda rk: rk) -> str:
+    """One HTML table: the row key's values (or `lead(row key)`), then one number per column."""
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []
     for rk in order:
-        lead = "".join(f"<td>{esc(v)}</td>" for v in rk)
-        body.append(f"<tr>{lead}{''.join(number_td(cells.get((rk, c)), evidence, root) for c in columns)}</tr>")
+        lead_cells = "".join(f"<td>{esc(v)}</td>" for v in lead(rk))
+        numbers = "".join(number_td(cells.get((rk, c)), evidence, root) for c in columns)
+        body.append(f"<tr>{lead_cells}{numbers}</tr>")
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
@@ -224,9 +227,13 @@ def few_shot_section(pairs, evidence, root) -> str:
     per = [p for p in rows if p[0]["dataset"] != "average"]
     n = max((p[0]["datasets"] or 0 for p in avg), default=0)
     order, cells = pivot(avg, lambda r: (r["method"], r["model"]), lambda r: r["shots"])
+
+    def with_datasets(rk):  # as make_tables: the most datasets any K of the row averages
+        return rk + (max(cells[(rk, k)][0]["datasets"] or 0 for k in shots if (rk, k) in cells),)
+
     out = ['<h2 id="few-shot">Few-shot accuracy</h2>',
            f"<h3>Average over {n} dataset(s), mean ± std over seeds (n seeds)</h3>",
-           grid_table(["Method", "Model"] + heads, order, cells, shots, evidence, root)]
+           grid_table(["Method", "Model", "Datasets"] + heads, order, cells, shots, evidence, root, with_datasets)]
     order, cells = pivot(per, lambda r: (r["method"], r["model"], r["dataset"]), lambda r: r["shots"])
     out += ["<h3>Per dataset, mean ± std over seeds (n seeds)</h3>",
             grid_table(["Method", "Model", "Dataset"] + heads, order, cells, shots, evidence, root)]

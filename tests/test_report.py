@@ -132,6 +132,27 @@ def test_missing_results_folder_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "r.html").exists()
 
 
+def test_cli_options_and_a_quick_help(tree, tmp_path, capsys):
+    import subprocess
+    import sys
+
+    import report
+
+    out = tmp_path / "page.html"
+    assert report.main([tree, "--out", str(out), "--no-paper", "--max-curves", "1", "--title", "Demo <1>"]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "<title>Demo &lt;1&gt;</title>" in text and 'id="paper"' not in text
+    assert text.count('<figure class="plot curves">') == 1 and "1 more figure(s) not drawn (--max-curves)" in text
+    assert f"wrote {out}" in capsys.readouterr().out
+    code = ("import runpy, sys\nsys.argv = ['report.py', '--help']\nsys.path.insert(0, 'tools')\ntry:\n"
+            "    runpy.run_path('tools/report.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert "usage:" in done.stdout
+    assert not {"torch", "matplotlib", "playwright"} & {m.split(".")[0] for m in eval(done.stdout.rsplit("\n", 2)[-2])}
+
+
 def test_report_opens_in_headless_chromium(tree, page_path, tmp_path):
     why = browser_missing()
     if why:
