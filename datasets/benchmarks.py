@@ -125,6 +125,8 @@ def spec_for(name: str) -> BenchmarkSpec:
 
 
 def dg_targets(source: str) -> list[str]:
-    """The DATASET.NAMEs of the domain-generalisation targets of benchmark `source` (any spelling)."""
-    name = spec_for(source).name
+    """The DATASET.NAMEs of the domain-generalisation targets of benchmark `source` (any spelling);
+    none for any other name (the user's own dataset as a source names its targets itself)."""
+    key = source.lower()
+    name = next((s.name for s in ALL_SPECS.values() if key in (s.name.lower(), s.config)), None)
     return [target for target, src in DG_SOURCE.items() if src == name]

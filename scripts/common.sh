@@ -160,6 +160,7 @@ dg() {
     local label="${RUN_LABEL:+${RUN_LABEL}_}from_$source"
     local ttag; ttag=$(RUN_LABEL="$label" run_tag)
     for target in ${targets,,}; do
+        if [ "$target" = "$source" ]; then continue; fi  # the source's own test is the few-shot run's
         for seed in $SEEDS; do
             local model_dir="$OUTPUT_ROOT/$source/shots_$shots/${method}_${mdir}/$rtag/seed$seed"
             local out="$OUTPUT_ROOT/$target/shots_$shots/${method}_${mdir}/$ttag/seed$seed"

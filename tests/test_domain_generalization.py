@@ -45,6 +45,15 @@ def test_targets_are_declared_with_their_sources_classes():
         assert spec.url.endswith(f"/{name}.zip")
 
 
+def test_a_source_without_targets_stops_the_script_at_once(tmp_path):
+    assert dg_targets("retina") == [] and dg_targets("MyScans") == []
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1"}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "coop", "dg.sh"), str(tmp_path), "retina", "2",
+                           "TinyBiomedCLIP"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "'retina' has no domain-generalisation targets" in proc.stderr
+    assert "TARGETS=" in proc.stderr and not (tmp_path / "output").exists()
+
+
 def test_a_target_reads_its_sources_prompt_ensemble(tmp_path):
     assert prompt_file("BUSBRA") == os.path.join(PROMPTS_DIR, "BUSI.json")
     assert prompt_file("BRISC") == os.path.join(PROMPTS_DIR, "BTMRI.json")
