@@ -87,28 +87,32 @@ class Evidence:
     """Finds the runs behind a CSV row among the scanned runs (the rows' names as make_tables gives them)."""
 
     def __init__(self, runs: list[Run]):
-        self.runs = runs
         self.by_path = {os.path.normpath(os.path.abspath(r.path)): r for r in runs}
+        self.by_row: dict[tuple, list[Run]] = {}  # (task, row name, model) -> runs: one lookup per number
+        for r in runs:
+            name = dg_row_name(r) if r.task == "dg" else r.row_name
+            self.by_row.setdefault((r.task, name, r.backbone), []).append(r)
+
+    def row(self, tasks: tuple[str, ...], method: str, model: str) -> list[Run]:
+        return [r for task in tasks for r in self.by_row.get((task, method, model), [])]
 
     def groups(self, raw: dict) -> list[tuple[str, list[Run]]]:
         """[(label, runs)]: one group per dataset (and per half for base-to-novel HMs)."""
         table, method, model, dataset, shots, metric = (raw[k] for k in KEY_FIELDS)
         if table == "few_shot":
-            chosen = [r for r in self.runs if r.task == "few_shot" and r.row_name == method and r.backbone == model
-                      and table_k(r) == shots]
+            chosen = [r for r in self.row(("few_shot",), method, model) if table_k(r) == shots]
             return by_dataset(chosen, None if dataset == "average" else dataset)
         if table == "base2new":
             tasks = {"base": ("base",), "novel": ("new",)}.get(metric, ("base", "new"))
-            chosen = [r for r in self.runs if r.task in tasks and r.row_name == method and r.backbone == model
-                      and r.shots == shots and (dataset == "average" or r.dataset == dataset)]
+            chosen = [r for r in self.row(tasks, method, model)
+                      if r.shots == shots and (dataset == "average" or r.dataset == dataset)]
             if len(tasks) == 1:
                 return by_dataset(chosen, None)
             halves = {"base": "base", "new": "novel"}
             return by_dataset(chosen, None, lambda r: f"{r.dataset} {halves[r.task]}")
         if table.startswith("dg from "):
             source = table[len("dg from "):]
-            targets = [r for r in self.runs if r.task == "dg" and dg_row_name(r) == method and r.backbone == model
-                       and r.shots == shots and r.identity.task == source]
+            targets = [r for r in self.row(("dg",), method, model) if r.shots == shots and r.identity.task == source]
             sources = {}
             for r in targets:
                 found = source_run(r, self.by_path) if r.ok else None

@@ -200,3 +200,29 @@ def test_report_opens_in_headless_chromium(tree, page_path, tmp_path):
 
     image = Image.open(io.BytesIO(shot)).convert("RGB")
     assert image.width > 300 and len(image.getcolors(maxcolors=1 << 20)) > 20  # drawn lines, not a blank box
+
+
+def test_the_seeds_behind_each_dataset_mean_are_the_ones_it_averages(tree):
+    """Evidence finds, for every per-dataset number, exactly the runs whose seeds make its mean."""
+    from results.aggregate import first_per_seed, split_settings
+    from results.records import scan
+    from results.report import Evidence
+    from results.tables import build_tables
+
+    runs = scan(tree)
+    split_settings(runs)
+    evidence = Evidence(runs)
+    checked = 0
+    for raw in build_tables(tree).csv_rows:
+        if raw["dataset"] in ("average", "targets") or raw["seeds"] is None or raw["mean"] is None:
+            continue
+        (_, behind), = evidence.groups(raw)
+        values = [r.accuracy for r in first_per_seed(behind)[0].values()]
+        assert len(values) == raw["seeds"] and sum(values) / len(values) == pytest.approx(raw["mean"]), raw
+        checked += 1
+    assert checked == 13  # 9 few-shot, base and novel, DG source and target
+    # the crashed seed sits behind its cell as a failed run, the collapsed one as collapsed
+    raw = {"table": "few_shot", "method": "CoOp", "model": MODEL, "dataset": "BUSI", "shots": 4, "metric": "accuracy"}
+    assert [r.seed for r in evidence.groups(raw)[0][1] if not r.ok] == [3]
+    raw.update(dataset="BTMRI", shots=1)
+    assert [r.seed for r in evidence.groups(raw)[0][1] if r.collapsed] == [2]
