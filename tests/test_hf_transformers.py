@@ -322,6 +322,9 @@ METHOD_RUNS = {
     "CLIPSVD": ("configs/trainers/CLIPSVD/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
     "OGKD": ("configs/trainers/OGKD/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
     "MaPLe": ("configs/trainers/MaPLe/default.yaml", ["OPTIM.MAX_EPOCH", "1"]),
+    "EviSteer": ("configs/trainers/EviSteer/default.yaml", ["TRAIN.TRIAL_EPOCHS", "1"]),
+    "BiomedDPT": ("configs/trainers/BiomedDPT/few_shot/btmri.yaml", ["OPTIM.MAX_EPOCH", "1"]),
+    "GDA": ("configs/trainers/GDA/few_shot/default.yaml", []),
 }
 
 
