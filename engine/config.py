@@ -137,6 +137,9 @@ def get_cfg_default() -> CN:
     # tensorboard (event files in the run folder), wandb (offline), mlflow (a local file store),
     # comma-separated, or none. Changes no number.
     _C.TRAIN.REPORT_TO = "tensorboard"
+    # CPU threads of extraction and of the training step: auto (measure the fastest count for the
+    # work's size on this machine, now: engine/threads.py) or a whole number. Changes no result.
+    _C.TRAIN.THREADS = "auto"
 
     _C.TEST = CN()
     _C.TEST.EVALUATOR = "Classification"
@@ -241,6 +244,9 @@ def merge_from_list(cfg: CN, opts: list[str]) -> None:
                     f"Valid keys under '{level or '<root>'}': {valid}."
                 )
             node = node[part]
+    # TRAIN.THREADS takes auto or a number: keep a number as text, the key's type.
+    opts = [f"'{v}'" if i % 2 and opts[i - 1] == "TRAIN.THREADS" and str(v).strip().isdigit() else v
+            for i, v in enumerate(opts)]
     try:
         cfg.merge_from_list(opts)
     except (ValueError, TypeError, AssertionError) as err:
@@ -253,7 +259,7 @@ def merge_from_list(cfg: CN, opts: list[str]) -> None:
 NON_RESULT_KEYS = frozenset({
     "OUTPUT_DIR", "RESUME", "VERBOSE", "DATALOADER.NUM_WORKERS", "FEATURES.CACHE_DIR",
     "DATASET.FEWSHOT_CACHE_DIR", "MODEL.BACKBONE.PATH", "TRAIN.PRINT_FREQ", "TRAIN.CHECKPOINT_FREQ",
-    "TRAINER.RUN_LABEL", "TRAIN.REPORT_TO",
+    "TRAINER.RUN_LABEL", "TRAIN.REPORT_TO", "TRAIN.THREADS",
 })
 
 
@@ -328,5 +334,8 @@ def check_config_values(cfg: CN) -> None:
         check_installed(report_targets(cfg.TRAIN.REPORT_TO))
     except TrackingError as err:
         raise UserError(str(err)) from None
+    from engine.threads import parse_threads
+
+    parse_threads(cfg.TRAIN.THREADS)
     if cfg.DATASET.SUBSAMPLE_CLASSES.lower() not in ("all", "base", "new"):
         raise UserError(f"DATASET.SUBSAMPLE_CLASSES must be all, base or new; got {cfg.DATASET.SUBSAMPLE_CLASSES!r}.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import zlib
 from collections.abc import Sequence
 
@@ -32,6 +33,7 @@ from tqdm import tqdm
 
 from engine.data import Datum, read_image
 from engine.precision import autocast, autocast_dtype, precision_name, store_dtype
+from engine.threads import ExtractionThreads, torch_threads
 from engine.utils import eval_mode, file_lock, get_logger, torch_save_atomic, writable_cache_dir
 
 PATCHES = "patches"  # the kind (and file-name part) of patch-token entries
@@ -122,7 +124,7 @@ class FeatureCache:
     """
 
     def __init__(self, cache_dir: str, backbone, device: torch.device, batch_size: int = 64, workers: int = 0,
-                 precision: str = "fp32", store: str = "fp32"):
+                 precision: str = "fp32", store: str = "fp32", threads="auto"):
         self.dir = os.path.join(cache_dir, backbone.cache_key())
         self.backbone = backbone
         self.device = torch.device(device)
@@ -130,6 +132,7 @@ class FeatureCache:
         self.workers = max(0, min(workers, available_cores()))
         self.amp_dtype = autocast_dtype(precision, self.device, "FEATURES.PRECISION")
         self.store_dtype = store_dtype(store)
+        self.threads = threads  # TRAIN.THREADS: auto measures the fastest count on the first batches
         self._memory: dict[str, dict[str, dict]] = {}
 
     def precision_tag(self) -> str:
@@ -240,14 +243,19 @@ class FeatureCache:
         get_logger().info(f"Encoding {len(jobs)} image view(s) for {desc} with {backbone.name} "
                           f"({precision_name(self.amp_dtype)}, {workers} loader worker(s))")
         start = 0
+        # On CUDA the tower runs on the GPU: the CPU's thread count is left alone.
+        threads = ExtractionThreads(self.threads if not cuda else torch.get_num_threads(), len(loader),
+                                    log=get_logger().info)
         # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
         # randomness the same whether its features were cached or computed just now.
         with torch.random.fork_rng(devices=[]), eval_mode(backbone):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-                with torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                count, began = threads.next(), time.perf_counter()
+                with torch_threads(count), torch.inference_mode(), autocast(self.device, self.amp_dtype):
                     pixels = images.to(self.device, non_blocking=cuda)
                     outputs = backbone.encode_image_tokens(pixels) if PATCHES in tables \
                         else (backbone.encode_image(pixels),)
+                threads.record(count, len(images), time.perf_counter() - began)
                 # Outside inference mode, so the stored tensors are ordinary ones autograd may read.
                 outputs = [out.to("cpu", self.store_dtype) for out in outputs]
                 batch = jobs[start : start + len(outputs[0])]

@@ -28,6 +28,7 @@ from engine.features import FeatureCache, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
+from engine.threads import step_threads
 from engine.tracking import Tracker, report_targets, settings_params
 from engine.utils import get_logger, torch_save_atomic, write_json
 
@@ -140,6 +141,7 @@ class TrainerX:
             self.feature_cache_dir(),
             self.backbone, self.device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             workers=cfg.DATALOADER.NUM_WORKERS, precision=cfg.FEATURES.PRECISION, store=cfg.FEATURES.STORE_DTYPE,
+            threads=cfg.TRAIN.THREADS,
         )
         self.setup_mixed_precision()
         self.build_model()
@@ -449,6 +451,42 @@ class TrainerX:
         self.tracker(fresh=self.start_epoch == 0)  # a resumed run adds to its curves; a new one replaces them
         self.train_loader_x = self.train_batches()
         self.num_batches = len(self.train_loader_x)
+        if self.device.type == "cpu":  # TRAIN.THREADS (engine/threads.py); on CUDA the step is on the GPU
+            torch.set_num_threads(self.step_thread_count())
+
+    def step_thread_count(self) -> int:
+        """CPU threads for the training step: TRAIN.THREADS, or under auto the fastest for this step's size."""
+        bs = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+        key = (type(self).__name__, self.cfg.MODEL.BACKBONE.NAME, self.num_classes, bs)
+        return step_threads(self.cfg.TRAIN.THREADS, key, self.thread_probe(), self.logger.info)
+
+    def thread_probe(self):
+        """A forward pass the size of one training step, for timing thread counts: evaluation mode, no
+        gradient, the RNG state put back (so a run's numbers never depend on the probe); None when the
+        method has nothing to time before training."""
+        loader = self.train_loader_x
+        bs = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+        if isinstance(loader, FeatureBatches):
+            feats = loader.feats[0, :bs].to(self.device)
+            run = lambda: self.model_inference(feats)  # noqa: E731
+        elif not self.uses_frozen_image_features:  # pixel methods: the image-tower pass of a blank batch
+            pixels = torch.zeros(bs, 3, *self.cfg.INPUT.SIZE, device=self.device)
+            run = lambda: self.backbone.encode_image(pixels)  # noqa: E731
+        else:
+            return None
+
+        def probe():
+            modules = [self.backbone, *self._models.values()]
+            modes = [(m, m.training) for module in modules for m in module.modules()]
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                try:
+                    for module in modules:
+                        module.eval()
+                    run()
+                finally:
+                    for m, training in modes:
+                        m.training = training
+        return probe
 
     def run_epoch(self) -> dict:
         self.set_model_mode("train")
