@@ -158,11 +158,15 @@ def run(args: argparse.Namespace, cfg) -> int:
     logger = setup_logger(cfg.OUTPUT_DIR, defer=True)
     logger.info(f"** Arguments **\n{vars(args)}", extra={"file_only": True})
     logger.info(f"** Config **\n{cfg.dump()}", extra={"file_only": True})
+    from engine import distributed, preempt
     from engine.trainer import build_trainer
 
+    if not distributed.is_main():  # under torchrun rank 0 logs; the others speak only of trouble
+        logger.setLevel("WARNING")
     trainer = None
     try:
-        trainer = build_trainer(cfg)  # data, weights and checkpoint checks: a run that stops here leaves no log
+        with distributed.main_first():  # rank 0 may write the few-shot split the others then read
+            trainer = build_trainer(cfg)  # data, weights and checkpoint checks: a run that stops here leaves no log
         trainer.run_options = run_options(args, cfg)
         if args.eval_only:
             from engine.hub import is_hub_ref, local_run
@@ -173,7 +177,7 @@ def run(args: argparse.Namespace, cfg) -> int:
                 from datasets.domain_generalization import retarget
 
                 retarget(trainer, cfg.TEST.DATASET)
-        if cfg.OUTPUT_DIR:
+        if cfg.OUTPUT_DIR and distributed.is_main():
             open_log_file(cfg.OUTPUT_DIR)
             logger.info(f"Output: {cfg.OUTPUT_DIR} (log.txt there holds the full config)")
         if args.eval_only:
@@ -185,6 +189,12 @@ def run(args: argparse.Namespace, cfg) -> int:
     except KeyboardInterrupt:
         print(f"\n{interrupted_line(trainer, args)}", file=sys.stderr)
         return 130
+    except preempt.Preempted as stop:  # a pre-termination signal (SLURM --signal, submitit): resumable
+        if distributed.is_main():
+            print(f"\nstopped after epoch {stop.epochs_done} of {trainer.max_epoch} on a pre-termination signal "
+                  f"({preempt.STOP_SIGNAL.name}); its resume state is saved: run the same command again to resume",
+                  file=sys.stderr)
+        return preempt.PREEMPTED
     except SystemExit as stop:  # SIGTERM (a cluster's time limit, kill): the same line, its own status
         from engine.run_lock import TERMINATED
 
@@ -195,6 +205,31 @@ def run(args: argparse.Namespace, cfg) -> int:
     finally:
         discard_held_records()  # a run that stopped before its log file opened leaves no lines behind
     return 0
+
+
+def distributed_main(args: argparse.Namespace, cfg) -> int:
+    """Under torchrun: one of WORLD_SIZE processes (engine/distributed.py); rank 0 holds the lock and writes."""
+    from engine import distributed
+    from engine.registry import TRAINER_REGISTRY
+    from engine.trainer import split_trainer_name
+
+    method, _ = split_trainer_name(cfg.TRAINER.NAME)
+    distributed.check_method(TRAINER_REGISTRY.get(method), cfg, method)
+    if args.eval_only or args.no_train or args.print_model_label:
+        raise UserError("--eval-only, --no-train and --print-model-label run as one process: drop torchrun.")
+    distributed.init(cfg.USE_CUDA)
+    try:
+        if args.skip_finished and finished_run_matches(cfg.OUTPUT_DIR, {**flat_config(cfg), **run_options(args, cfg)}):
+            print(f"Results are available in {cfg.OUTPUT_DIR}. Skip this job.")
+            return 0
+        if not cfg.OUTPUT_DIR or not distributed.is_main():
+            return run(args, cfg)
+        from engine.run_lock import RunLock
+
+        with RunLock(cfg.OUTPUT_DIR, wait=args.wait_for_lock):
+            return run(args, cfg)
+    finally:
+        distributed.close()
 
 
 def interrupted_line(trainer, args: argparse.Namespace) -> str:
@@ -210,9 +245,14 @@ def interrupted_line(trainer, args: argparse.Namespace) -> str:
 
 
 def main(argv=None) -> int:
+    from engine import distributed, preempt
+
+    preempt.install()  # SIGUSR2 (SLURM's pre-termination warning): finish the epoch, save, exit resumable
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
+        if distributed.is_distributed():
+            return distributed_main(args, cfg)
         if cfg.TEST.DATASET and not args.eval_only:
             raise UserError(f"TEST.DATASET {cfg.TEST.DATASET} scores a trained run on another dataset: pass "
                             "--eval-only --model-dir <the trained run's folder> with it.")

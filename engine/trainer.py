@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
+from engine import distributed, preempt
 from engine.config import config_differences, epoch_budget, flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
@@ -218,7 +219,7 @@ class TrainerX:
     def train_batches(self):
         cfg = self.cfg
         if not self.use_feature_cache:
-            return self.dm.train_loader_x
+            return distributed.shard_loader(self.dm.train_loader_x)  # under torchrun: this process's share
         items = self.dm.dataset.train_x
         views = self.train_view_count()
         feats = self.feature_cache.get(
@@ -298,7 +299,15 @@ class TrainerX:
         with torch.autocast(loss.device.type, enabled=False):
             (scaler.scale(loss) if scaler else loss).backward()
 
+    def sync_gradients(self) -> None:
+        """Under torchrun: each learned gradient becomes the mean over the processes, weighted by their
+        share of the batch (engine/distributed.py); a single process is left alone."""
+        if distributed.is_distributed():
+            params = [p for m in self._models.values() for p in m.parameters() if p.requires_grad]
+            distributed.average_gradients(params, self.local_items)
+
     def model_update(self, names=None) -> None:
+        self.sync_gradients()
         scaler = self._scaler()
         for name in self.get_model_names(names):
             if self._optims[name] is not None:
@@ -329,6 +338,8 @@ class TrainerX:
 
     def save_model(self, epoch: int, directory: str) -> None:
         """Dassl layout: <dir>/<model name>/model.pth.tar-<epoch>, recording what it was trained with."""
+        if not distributed.is_main():  # under torchrun rank 0 alone writes
+            return
         for name in self._models:
             state = {**self._state(name), "trained_with": self.checkpoint_identity()}
             torch_save_atomic(state, os.path.join(directory, name, f"model.pth.tar-{epoch}"))
@@ -397,6 +408,8 @@ class TrainerX:
         return os.path.join(self.cfg.RESUME or self.output_dir, RESUME_FILE)
 
     def save_resume_state(self) -> None:
+        if not distributed.is_main():
+            return
         state = {name: self._state(name) for name in self._models}
         state["_config"] = self.effective_config()
         state["_rng"] = {
@@ -448,7 +461,8 @@ class TrainerX:
     def before_train(self) -> None:
         self.time_start = time.time()
         self.start_epoch = self.resume_if_possible()
-        self.tracker(fresh=self.start_epoch == 0)  # a resumed run adds to its curves; a new one replaces them
+        if distributed.is_main():
+            self.tracker(fresh=self.start_epoch == 0)  # a resumed run adds to its curves; a new one replaces them
         self.train_loader_x = self.train_batches()
         self.num_batches = len(self.train_loader_x)
         if self.device.type == "cpu":  # TRAIN.THREADS (engine/threads.py); on CUDA the step is on the GPU
@@ -496,6 +510,7 @@ class TrainerX:
         totals: dict[str, float] = {}
         for batch_idx, batch in enumerate(self.train_loader_x):
             self.batch_idx = batch_idx
+            self.local_items = len(batch["label"]) if "label" in batch else 1  # weights this share's gradients
             with autocast(self.device, self.train_amp_dtype):
                 summary = self.forward_backward(batch)
             for k, v in summary.items():
@@ -521,9 +536,14 @@ class TrainerX:
             self.save_model(self.epoch + 1, self.output_dir)
         if not last:
             self.save_resume_state()
+            # A pre-termination signal (engine/preempt.py): stop here, resumable; every process agrees.
+            if distributed.any_rank(preempt.requested()):
+                raise preempt.Preempted(self.epoch + 1)
 
     def after_train(self) -> dict | None:
         self.logger.info("Finished training")
+        if not distributed.is_main():  # under torchrun rank 0 evaluates and writes the results
+            return None
         result = None
         if not self.cfg.TEST.NO_TEST:
             self.logger.info("Deploy the last-epoch model")
@@ -627,6 +647,8 @@ class TrainerX:
     def track(self, values: dict, step: int | None = None) -> None:
         """Scalars for the trackers at `step` (default: this epoch, counted from 1). Methods that score
         their own epochs call it too, e.g. `self.track({"val/acc": acc})`."""
+        if not distributed.is_main():
+            return
         self.tracker().scalars(values, self.epoch + 1 if step is None else step)
 
     def tracked_lr(self) -> float | None:
@@ -644,6 +666,8 @@ class TrainerX:
 
     def track_final(self, record: dict) -> None:
         """The evaluation's accuracy and macro-F1 at the last step, the run's settings as hparams; closes."""
+        if not distributed.is_main():
+            return
         split = record["split"]
         metrics = {f"{split}/acc": record["accuracy"], f"{split}/macro_f1": record["macro_f1"]}
         identity = {k: record[k] for k in ("method", "backbone", "dataset", "num_shots", "seed")}

@@ -230,6 +230,7 @@ class EviSteer(TowerTuningTrainer):
         self.detect_anomaly(loss)
         optim.zero_grad()
         self.scaler.scale(loss).backward()
+        self.sync_gradients()  # under torchrun: the whole batch's gradient
         self.scaler.step(optim)
         self.scaler.update()
         sched.step()

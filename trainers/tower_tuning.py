@@ -24,6 +24,7 @@ from torch.nn.utils import parametrize
 from torch.utils.data import DataLoader
 from yacs.config import CfgNode as CN
 
+from engine import distributed
 from engine.data import DatasetWrapper, num_workers
 from engine.errors import UserError
 from engine.optim import build_optimizer
@@ -277,7 +278,7 @@ class TowerTuningTrainer(TrainerX):
             batch_size=cfg.DATALOADER.TRAIN_X.BATCH_SIZE, shuffle=True, drop_last=False,
             num_workers=num_workers(cfg),
         )
-        return IterationBudget(loader, self)
+        return IterationBudget(distributed.shard_loader(loader), self)  # under torchrun: this process's share
 
     def forward_backward(self, batch: dict) -> dict:
         images, labels = batch["img"].to(self.device), batch["label"].to(self.device)
@@ -289,6 +290,7 @@ class TowerTuningTrainer(TrainerX):
         self.detect_anomaly(loss)
         optim.zero_grad()
         self.scaler.scale(loss).backward()
+        self.sync_gradients()  # under torchrun: the whole batch's gradient
         self.scaler.step(optim)
         self.scaler.update()
         sched.step()

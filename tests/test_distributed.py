@@ -1,0 +1,103 @@
+"""Two gloo processes under torchrun train CLIP-LoRA to the same tensors as one process with the same
+global batch, stop on the pre-termination signal at an epoch end, and resume to the same end; a
+method on cached features refuses in one line."""
+
+import glob
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# TinyCLIP (open_clip towers, no dropout) and no random augmentation: every random draw is the data
+# order, which all processes share, so one process and two give the same step up to summation order.
+OPTS = ["DATASET.NUM_SHOTS", "4", "TRAINER.CLIPLORA.DROPOUT", "0.0", "TRAINER.CLIPLORA.ITERS_PER_SHOT", "2",
+        "DATALOADER.TRAIN_X.BATCH_SIZE", "6", "DATALOADER.NUM_WORKERS", "0", "INPUT.TRANSFORMS", '["normalize"]',
+        "TRAIN.REPORT_TO", "none"]
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+
+
+def command(root, out, trainer="CLIPLoRA_TinyCLIP", config="configs/trainers/CLIPLoRA/default.yaml"):
+    return ["train.py", "--root", root, "--seed", "1", "--trainer", trainer, "--output-dir", str(out),
+            "--dataset-config-file", "configs/datasets/btmri.yaml", "--config-file", config, *OPTS]
+
+
+def torchrun(argv, nproc=2):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+            "--master_addr", "127.0.0.1", "--master_port", str(port), *argv]
+
+
+def learned(run_dir):
+    (path,) = glob.glob(os.path.join(run_dir, "lora", "model.pth.tar-*"))
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def small_btmri(tmp_path_factory):
+    """A synthetic BTMRI whose 4-shot split has 8 training images (2 a class): batches of 6 and 2."""
+    from make_synthetic_dataset import write_dataset
+
+    root = tmp_path_factory.mktemp("ddp-data")
+    write_dataset(str(root), "BTMRI", per_class=5, size=32)
+    return str(root)
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_two_processes_equal_one_and_resume_after_the_stop_signal(small_btmri, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    done = subprocess.run([sys.executable, *command(small_btmri, single)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    # Two processes; the stop signal once rank 0's log opens: both stop at the same epoch end, resumable.
+    proc = subprocess.Popen(torchrun(command(small_btmri, multi)), cwd=REPO, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while not (multi / "log.txt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = children(proc.pid)
+    assert len(workers) == 2
+    for pid in workers:
+        os.kill(pid, signal.SIGUSR2)  # what SLURM's --signal=USR2@N sends
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode != 0 and "on a pre-termination signal (SIGUSR2)" in output, output[-3000:]
+    assert (multi / "resume.pth").exists() and not (multi / "results.json").exists()
+    assert not (multi / ".run.lock").exists()
+    stopped_at = torch.load(multi / "resume.pth", weights_only=False)["lora"]["epoch"]
+    assert 1 <= stopped_at < 4
+
+    done = subprocess.run(torchrun(command(small_btmri, multi)), cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = "".join(open(p).read() for p in glob.glob(str(multi / "log.txt*")))  # the rerun starts log.txt-<time>
+    assert f"Resuming from {multi / 'resume.pth'}: {stopped_at} of 4 epochs already done" in log
+    assert not (multi / "resume.pth").exists() and (multi / "results.json").exists()
+    a, b = learned(single), learned(multi)
+    assert a.keys() == b.keys()
+    assert any(v.abs().max() > 0 for k, v in a.items() if "lora_B" in k)  # training moved the zero-started B
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
+
+
+def test_a_method_on_cached_features_refuses_under_torchrun(small_btmri, tmp_path):
+    done = subprocess.run([sys.executable, *command(small_btmri, tmp_path / "coop", "CoOp_TinyBiomedCLIP",
+                                                    "configs/trainers/CoOp/vit_b16.yaml")],
+                          cwd=REPO, env={**ENV, "WORLD_SIZE": "2", "RANK": "0"}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "error: CoOp trains on cached image features" in done.stderr and "not under torchrun" in done.stderr
