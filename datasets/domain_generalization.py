@@ -75,7 +75,7 @@ def target_columns(source_classes: list[str], target_classes: list[str], source:
 def retarget(trainer, target: str) -> None:
     """Make `trainer` (built for its source, weights loaded) score `target`'s test split on `test()`."""
     cfg = trainer.cfg
-    if cfg.DATASET.SUBSAMPLE_CLASSES != "all":
+    if str(cfg.DATASET.SUBSAMPLE_CLASSES).lower() != "all":
         raise UserError("TEST.DATASET scores all of a target's classes; use it with DATASET.SUBSAMPLE_CLASSES all.")
     if cfg.TEST.SPLIT != "test":
         raise UserError("TEST.DATASET scores the target's test split; leave TEST.SPLIT at test.")

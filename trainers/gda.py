@@ -177,7 +177,7 @@ class GDA(FeatureMethod):
     def load_state(self, name: str, model, state: dict) -> None:
         """A base-to-novel new-class run builds its classifier from the base run's pooled features and
         this run's class texts (the authors' synthesis) and keeps the base run's alpha."""
-        if self.cfg.DATASET.SUBSAMPLE_CLASSES != "new":
+        if str(self.cfg.DATASET.SUBSAMPLE_CLASSES).lower() != "new":
             return super().load_state(name, model, state)
         if "bank" not in state:
             raise UserError(f"The '{name}' checkpoint holds no training features to build novel classes from; "
