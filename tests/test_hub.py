@@ -6,6 +6,7 @@ run's accuracy."""
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import http.server
 import json
@@ -14,6 +15,7 @@ import re
 import threading
 from urllib.parse import unquote, urlparse
 
+import predict
 import push_to_hub
 import pytest
 import yaml
@@ -211,12 +213,17 @@ def test_push_then_predict_and_evaluate_from_the_hub_reproduce_the_run(synthetic
 
     local = Predictor(str(run))
     images = [item.impath for item in local.trainer.dm.dataset.test[:6]]
-    remote_rows = Predictor("hf-hub:test-org/coop-btmri").predict(images)
-    assert [r["top1"] for r in remote_rows] == [r["top1"] for r in local.predict(images)]
+    local_rows = local.predict(images)
+    csv_path = tmp_path / "remote.csv"
+    assert predict.main(["--run", "hf-hub:test-org/coop-btmri", *images, "--out", str(csv_path)]) == 0
+    with open(csv_path, encoding="utf-8") as f:
+        remote = list(csv.DictReader(f))
+    assert [r["top1"] for r in remote] == [r["top1"] for r in local_rows]
+    assert [float(r["top1_probability"]) for r in remote] == pytest.approx(
+        [r["top1_probability"] for r in local_rows], abs=1e-5)
     go_offline(monkeypatch)
     seen = len(hub.requests)
-    offline_rows = Predictor("hf-hub:test-org/coop-btmri").predict(images)
-    assert offline_rows == remote_rows and len(hub.requests) == seen
+    assert Predictor("hf-hub:test-org/coop-btmri").predict(images) == local_rows and len(hub.requests) == seen
 
 
 def test_a_grid_goes_to_one_repository_per_method_and_dataset(synthetic_btmri, tmp_path, hub, capsys):
