@@ -452,7 +452,9 @@ def curve_figure(key: tuple, runs: list[Run], event_scalars) -> str:
     _svg_settings()
     name, backbone, task, shots = key
     series = {(r.dataset, r.seed): event_scalars(r.path) for r in sorted(runs, key=lambda r: (r.dataset, r.seed))}
-    tags = sorted({t for s in series.values() for t in s}, key=lambda t: (t != "train/loss", t))
+    stage = {"train": 0, "val": 1, "test": 2}  # training terms first, the loss leading, then val, then test
+    tags = sorted({t for s in series.values() for t in s},
+                  key=lambda t: (stage.get(t.split("/")[0], 3), t != "train/loss", t))
     if not tags:
         return ""
     datasets = sorted({d for d, _ in series})
@@ -513,7 +515,7 @@ def build_report(root: str, paper: bool = True, seeds: list[int] | None = None, 
     nav = "".join(f'<a href="#{a}">{esc(t)}</a>' for a, t in sections_present(parts))
     banner = (f'<p class="banner">{esc(", ".join(twins))}: tiny random twin(s) on synthetic data; the numbers show '
               "the pipeline, not the methods.</p>") if twins else ""
-    summary = (f'<p class="muted">{len(runs)} run folder(s) under {esc(os.path.abspath(root))}: {finished} finished '
+    summary = (f'<p class="muted">{len(runs)} run folder(s) under {esc(root)}: {finished} finished '
                f"({collapsed} collapsed), {failed} failed. Every number is a row of "
                "<code>python tools/make_tables.py ROOT --format csv</code>; click a mean for the seeds behind it."
                "</p>")
