@@ -45,6 +45,17 @@ def test_targets_are_declared_with_their_sources_classes():
         assert spec.url.endswith(f"/{name}.zip")
 
 
+def test_every_method_folder_has_a_dg_script_running_its_few_shot_settings():
+    import glob
+    import re
+
+    for few_shot in glob.glob(os.path.join(REPO, "scripts", "*", "few_shot.sh")):
+        dg = os.path.join(os.path.dirname(few_shot), "dg.sh")
+        assert os.path.isfile(dg), f"{dg} is missing: copy a sibling's dg.sh (scripts/common.sh dg)"
+        calls = lambda path, fn: re.findall(rf"^\s*{fn} (.*)$", open(path).read(), flags=re.M)  # noqa: E731
+        assert calls(dg, "dg") == calls(few_shot, "few_shot") != [], dg  # same method, same config
+
+
 def test_a_source_without_targets_stops_the_script_at_once(tmp_path):
     assert dg_targets("retina") == [] and dg_targets("MyScans") == []
     env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1"}
