@@ -668,6 +668,8 @@ class TrainerX:
         """The evaluation's accuracy and macro-F1 at the last step, the run's settings as hparams; closes."""
         if not distributed.is_main():
             return
+        if not self.tracker().targets:  # TRAIN.REPORT_TO none
+            return
         split = record["split"]
         metrics = {f"{split}/acc": record["accuracy"], f"{split}/macro_f1": record["macro_f1"]}
         identity = {k: record[k] for k in ("method", "backbone", "dataset", "num_shots", "seed")}
