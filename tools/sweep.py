@@ -91,12 +91,14 @@ def parse_args(argv):
 def dry_run(units, by_id, jobs, launcher: str) -> None:
     from sweeps.cost import cost_lines, count_passes
 
-    print(f"{len(units)} units (one seed of one script call each); their train.py commands:")
-    print("\n".join(cost_lines(count_passes([c for u in units for c in u.commands]))))
+    commands = [c for u in units for c in u.commands]
+    print(f"{len(units)} units (one seed of one script call each), {len(commands)} train.py command(s)")
+    print("\n".join(cost_lines(count_passes(commands))))
     if launcher == "slurm":
         print(f"{len(jobs)} SLURM job(s) of runs, plus {len({u.group for u in units})} feature-encoding job(s)")
     hours = sum(u.estimate_s for u in units) / 3600
     print(f"estimated cost: about {hours:.1f} GPU-hours (a rough figure, for packing)")
+    print("each unit's state (finished, stale, failed, running, pending) and name:")
     for unit in units:
         print(f"  {by_id[unit.id].state:<8}  {unit.label}")
 
