@@ -244,6 +244,16 @@ def interrupted_line(trainer, args: argparse.Namespace) -> str:
     return f"interrupted at epoch {min(epoch, trainer.max_epoch)}; run the same command again to resume"
 
 
+def trial_load_epoch(args: argparse.Namespace, cfg) -> None:
+    """A trial run (TRAIN.TRIAL_EPOCHS) saved no checkpoint past its last trial epoch, so the --load-epoch
+    the scripts pass for the full run (base2new.sh: 50 for CoOp) is capped at it, with a note."""
+    trial = cfg.TRAIN.TRIAL_EPOCHS
+    if args.eval_only and args.load_epoch and trial > 0 and args.load_epoch > trial:
+        print(f"note: trial run (TRAIN.TRIAL_EPOCHS {trial}): testing the checkpoint of epoch {trial}, "
+              f"not {args.load_epoch}", flush=True)
+        args.load_epoch = trial
+
+
 def main(argv=None) -> int:
     from engine import distributed, preempt
 
@@ -251,6 +261,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
+        trial_load_epoch(args, cfg)
         if distributed.is_distributed():
             return distributed_main(args, cfg)
         if cfg.TEST.DATASET and not args.eval_only:

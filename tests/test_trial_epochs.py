@@ -54,3 +54,17 @@ def test_the_sweeps_quick_path_uses_it(tmp_path):
     (unit,) = plan.plan_units(g)
     assert unit.commands[0][-4:] == ["OPTIM.MAX_EPOCH", "2", *QUICK_OPTS.split()]
     assert plan.estimate_seconds(unit.commands[0]) == plan.STARTUP_S + 1 * plan.STEP_S["tower"]  # one iteration
+
+
+def test_a_trial_base_to_novel_run_tests_the_epoch_it_trained(synthetic_btmri, tmp_path, capsys):
+    """base2new.sh passes --load-epoch (50 for CoOp); a trial run saved only epoch 1, and its test loads that."""
+    common = ["--root", synthetic_btmri, "--seed", "1", "--trainer", "CoOp_TinyBiomedCLIP",
+              "--dataset-config-file", f"{REPO}/configs/datasets/btmri.yaml",
+              "--config-file", f"{REPO}/configs/trainers/CoOp/vit_b16_base2new.yaml"]
+    opts = ["DATASET.NUM_SHOTS", "2", "DATALOADER.NUM_WORKERS", "0", "TRAIN.TRIAL_EPOCHS", "1"]
+    base, new = str(tmp_path / "train_base"), str(tmp_path / "test_new")
+    assert train.main([*common, "--output-dir", base, "DATASET.SUBSAMPLE_CLASSES", "base", *opts]) == 0
+    assert train.main([*common, "--output-dir", new, "--model-dir", base, "--load-epoch", "50", "--eval-only",
+                       "DATASET.SUBSAMPLE_CLASSES", "new", *opts]) == 0
+    assert "testing the checkpoint of epoch 1, not 50" in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(new, "results.json"))
