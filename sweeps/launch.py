@@ -4,6 +4,11 @@ Both launchers run the same two kinds of job, each given the path of the plan fi
 submitted with: `encode_group` (sweeps.encode) per (model, dataset), then `run_pack`, a pack of
 units one after the other. A job re-checks every unit before running it, so a job that runs twice
 (requeued, resubmitted) skips what is already finished.
+
+On SLURM a run job is `RunPack`, which submitit can checkpoint: at the pre-termination signal
+(--signal=USR2@N before the time limit, or a preemption) it passes the signal to the train.py it is
+running, which finishes its epoch, saves its resume state and exits (engine/preempt.py); submitit
+then requeues the job, which skips the finished units and resumes the interrupted run.
 """
 
 from __future__ import annotations
@@ -18,12 +23,30 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from engine.errors import UserError
+from engine.preempt import PREEMPTED, STOP_SIGNAL
+from engine.run_lock import TERMINATED
 from engine.runs import FINISHED, RUNNING
-from sweeps.plan import REPO, Unit, pack
+from sweeps.plan import REPO, Unit, option, pack
 from sweeps.state import log_path, read_plan, same_run, unit_status, write_state
 
 
-def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None) -> bool:
+def train_command(argv: list[str], nproc: int) -> list[str]:
+    """`argv` under torchrun with `nproc` processes when it trains a method that reads pixels
+    (engine/distributed.py); evaluation and the methods on cached features stay one process."""
+    if nproc <= 1 or "--eval-only" in argv or len(argv) < 2 or not argv[1].endswith("train.py"):
+        return argv
+    import backbones  # noqa: F401  (the registries split_trainer_name reads)
+    import trainers  # noqa: F401
+    from engine.registry import TRAINER_REGISTRY
+    from engine.trainer import split_trainer_name
+
+    method, _ = split_trainer_name(option(argv, "--trainer"))
+    if TRAINER_REGISTRY.get(method).uses_frozen_image_features:
+        return argv
+    return [argv[0], "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *argv[1:]]
+
+
+def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None, nproc: int = 1) -> bool:
     """Run a unit's commands in order, output to SWEEP_DIR/logs/<id>.log; records done or failed."""
     log = log_path(sweep_dir, unit.id)
     os.makedirs(os.path.dirname(log), exist_ok=True)
@@ -33,10 +56,15 @@ def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None) -> bool:
     record = {"log": log, "commands": same_run(unit.commands)}
     write_state(sweep_dir, unit.id, state="running", started=time.time(), host=socket.gethostname(), **record)
     with open(log, "a", encoding="utf-8") as out:
-        for argv in unit.commands:
+        for argv in (train_command(c, nproc) for c in unit.commands):
             out.write(f"$ {shlex.join(argv)}\n")
             out.flush()
-            code = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO).returncode
+            code = _run_child(argv, env, out)
+            # Stopped by a signal (preemption, time limit, scancel): resumable, neither done nor failed;
+            # the run's folder (resume.pth, no results) makes the unit pending for the next sweep.
+            if code in (PREEMPTED, TERMINATED) or code < 0:
+                write_state(sweep_dir, unit.id, state="interrupted", returncode=code, ended=time.time(), **record)
+                return False
             if code != 0:
                 write_state(sweep_dir, unit.id, state="failed", returncode=code, ended=time.time(), **record)
                 return False
@@ -44,19 +72,68 @@ def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None) -> bool:
     return True
 
 
+_CHILD: list[subprocess.Popen] = []  # the train.py this job process is running, for RunPack.checkpoint
+
+
+def _run_child(argv: list[str], env: dict, out) -> int:
+    # Polled rather than waited on: a signal handler (submitit's) may then wait for the child too.
+    proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+    _CHILD[:] = [proc]
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+    finally:
+        _CHILD.clear()
+    return proc.returncode
+
+
+def _exited(pid: int) -> bool:
+    """Whether `pid` has ended (a zombie counts: it is not reaped here, its parent frame does that)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+class RunPack:
+    """`run_pack` as a submitit job that can be checkpointed and requeued (SLURM's pre-termination signal)."""
+
+    def __init__(self, nproc: int = 1):
+        self.nproc = nproc
+
+    def __call__(self, plan_path: str, unit_ids: list[str], gpu: str | None = None) -> int:
+        return run_pack(plan_path, unit_ids, gpu, self.nproc)
+
+    def checkpoint(self, plan_path: str, unit_ids: list[str], gpu: str | None = None):
+        """Called by submitit on the signal: let the running train.py save at its epoch end, then requeue
+        the same job (it skips what finished and resumes the rest)."""
+        import submitit
+
+        for proc in list(_CHILD):
+            try:
+                os.kill(proc.pid, STOP_SIGNAL)  # SLURM may have signalled it already; once more is harmless
+            except ProcessLookupError:
+                continue
+            while not _exited(proc.pid):
+                time.sleep(0.2)
+        return submitit.helpers.DelayedSubmission(self, plan_path, unit_ids, gpu)
+
+
 def sweep_dir_of(plan_path: str) -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(plan_path)))
 
 
-def run_pack(plan_path: str, unit_ids: list[str], gpu: str | None = None) -> int:
-    """A job's body: the plan's units `unit_ids`, one after the other; returns how many failed."""
+def run_pack(plan_path: str, unit_ids: list[str], gpu: str | None = None, nproc: int = 1) -> int:
+    """A job's body: the plan's units `unit_ids`, one after the other (pixel-path training under torchrun
+    with `nproc` processes when above 1); returns how many failed."""
     sweep_dir = sweep_dir_of(plan_path)
     units = {u.id: u for u in read_plan(plan_path)["units"]}
     failed = 0
     for uid in unit_ids:
         if unit_status(sweep_dir, units[uid]).state in (FINISHED, RUNNING):
             continue  # done meanwhile (a job run twice), or another process is writing it
-        failed += not run_unit(sweep_dir, units[uid], gpu)
+        failed += not run_unit(sweep_dir, units[uid], gpu, nproc)
     return failed
 
 
@@ -64,10 +141,16 @@ def encode_command(plan_path: str, group: str) -> list[str]:
     return [sys.executable, "-m", "sweeps.encode", plan_path, group]
 
 
-def launch_local(plan_path: str, units: list[Unit], workers: int, gpus: list[str]) -> list[str]:
-    """Encoding jobs, then the units, on `gpus` (one worker each) or `workers` CPU workers; returns
-    the groups whose encoding failed (their runs then encode on their own)."""
+def launch_local(plan_path: str, units: list[Unit], workers: int, gpus: list[str], nproc: int = 0) -> list[str]:
+    """Encoding jobs, then the units, on `gpus` (one worker each, or one per `nproc` GPUs running pixel-path
+    training under torchrun) or `workers` CPU workers; returns the groups whose encoding failed (their
+    runs then encode on their own)."""
     sweep_dir = sweep_dir_of(plan_path)
+    nproc = max(nproc, 1)
+    if nproc > 1 and gpus:
+        if len(gpus) < nproc:
+            raise UserError(f"--gpus-per-job {nproc}: only {len(gpus)} GPU(s) visible here")
+        gpus = [",".join(gpus[i:i + nproc]) for i in range(0, len(gpus) - nproc + 1, nproc)]
     slots = gpus or [None] * max(workers, 1)
     free: queue.Queue = queue.Queue()
     for slot in slots:
@@ -92,7 +175,7 @@ def launch_local(plan_path: str, units: list[Unit], workers: int, gpus: list[str
     groups = sorted({u.group for u in units})
     with ThreadPoolExecutor(max_workers=len(slots)) as pool:
         encode_failures = [g for g in pool.map(lambda g: with_slot(encode, g), groups) if g]
-        list(pool.map(lambda u: with_slot(lambda uid, slot: run_pack(plan_path, [uid], slot), u.id), units))
+        list(pool.map(lambda u: with_slot(lambda uid, slot: run_pack(plan_path, [uid], slot, nproc), u.id), units))
     return encode_failures
 
 
@@ -106,8 +189,11 @@ def slurm_executor(sweep_dir: str, options: dict):
     # Job processes import this package by name: give them the repository.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
     executor = submitit.AutoExecutor(folder=os.path.join(sweep_dir, "submitit"), cluster=options["cluster"])
-    params = {"timeout_min": options["time"], "gpus_per_node": options["gpus"], "cpus_per_task": options["cpus"],
+    gpus = options.get("gpus_per_job") or options["gpus"]  # a torchrun job asks for its processes' GPUs
+    params = {"timeout_min": options["time"], "gpus_per_node": gpus, "cpus_per_task": options["cpus"],
               "name": os.path.basename(sweep_dir)}
+    if options.get("signal_delay") is not None:  # seconds before the time limit that SIGUSR2 comes
+        params["slurm_signal_delay_s"] = options["signal_delay"]
     if options.get("mem_gb"):
         params["mem_gb"] = options["mem_gb"]
     slurm = {"slurm_partition": options.get("partition"), "slurm_account": options.get("account"),
@@ -143,7 +229,7 @@ def launch_submitit(plan_path: str, units: list[Unit], options: dict) -> tuple[l
         array_id = encode_jobs[0].job_id.split("_")[0]
         executor.update_parameters(slurm_additional_parameters={**extra, "dependency": f"afterany:{array_id}"})
     packs = [[units[i].id for i in job] for job in pack([u.estimate_s for u in units], options["job_minutes"] * 60)]
-    run_jobs = executor.map_array(run_pack, [plan_path] * len(packs), packs)
+    run_jobs = executor.map_array(RunPack(options.get("gpus_per_job") or 1), [plan_path] * len(packs), packs)
     if local:
         for job in run_jobs:
             job.result()

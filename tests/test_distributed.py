@@ -101,3 +101,28 @@ def test_a_method_on_cached_features_refuses_under_torchrun(small_btmri, tmp_pat
                           timeout=120)
     assert done.returncode == 2
     assert "error: CoOp trains on cached image features" in done.stderr and "not under torchrun" in done.stderr
+
+
+def test_the_sweep_runs_pixel_path_training_under_torchrun():
+    from sweeps.launch import train_command
+
+    lora = [sys.executable, "/r/train.py", "--trainer", "CLIPLoRA_TinyBiomedCLIP", "--seed", "1"]
+    assert train_command(lora, 2) == [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                      "--nproc_per_node", "2", *lora[1:]]
+    assert train_command(lora, 1) == lora
+    assert train_command([*lora, "--eval-only"], 2) == [*lora, "--eval-only"]  # evaluation: one process
+    coop = [sys.executable, "/r/train.py", "--trainer", "CoOp_TinyBiomedCLIP"]
+    assert train_command(coop, 2) == coop  # cached features: one process
+
+
+def test_local_sweep_with_gpus_per_job_trains_under_torchrun(synthetic_btmri, tmp_path, capsys):
+    import sweep
+
+    out = tmp_path / "out"
+    argv = ["--root", synthetic_btmri, "--methods", "CLIPLoRA", "--datasets", "btmri", "--shots", "1", "--seeds", "1",
+            "--models", "TinyCLIP", "--output-root", str(out), "--gpus-per-job", "2",
+            "--extra-opts", "TRAIN.TRIAL_EPOCHS 1 DATALOADER.NUM_WORKERS 0 TRAIN.REPORT_TO none"]
+    assert sweep.main(argv) == 0, capsys.readouterr()
+    (log,) = glob.glob(str(out / "sweeps/sweep/logs/few_shot-*.log"))  # the run's, beside the encoding's
+    assert "-m torch.distributed.run --standalone --nproc_per_node 2 " in open(log).read()
+    assert len(glob.glob(str(out / "btmri/shots_1/CLIPLoRA_TinyCLIP/*/seed1/results.json"))) == 1

@@ -38,7 +38,7 @@ def launched(monkeypatch):
     """Launches recorded instead of run: [(plan path, [unit ids], [their commands])]."""
     calls = []
 
-    def record(plan_path, units, workers, gpus):
+    def record(plan_path, units, workers, gpus, nproc=0):
         calls.append((plan_path, [u.id for u in units], [u.commands for u in units]))
         return []
 
@@ -80,7 +80,7 @@ def test_each_submission_has_its_own_plan_and_a_job_reads_its_own(tmp_path, laun
     assert sorted(os.listdir(os.path.dirname(first))) == sorted(map(os.path.basename, (first, second)))  # no temp file
     assert state.latest_plan(str(out / "sweeps" / "sweep")) == second
     ran = []
-    monkeypatch.setattr(launch, "run_unit", lambda sweep_dir, unit, gpu=None: ran.append(unit.id) or True)
+    monkeypatch.setattr(launch, "run_unit", lambda sweep_dir, unit, gpu=None, nproc=1: ran.append(unit.id) or True)
     assert launch.run_pack(first, first_ids) == 0  # the queued job of the larger grid still finds its units
     assert ran == first_ids
 

@@ -82,6 +82,10 @@ def parse_args(argv):
     g.add_argument("--cpus", type=int, default=8, help="CPUs per job (default 8)")
     g.add_argument("--mem-gb", type=int, default=0, help="memory per job in GB (default: the cluster's)")
     g.add_argument("--max-concurrent", type=int, default=0, help="jobs of the array running at once (0 = no cap)")
+    g.add_argument("--gpus-per-job", type=int, default=0, help="train each pixel-path run (CLIP-LoRA, CLIP-SVD, "
+                   "EviSteer, MaPLe, BiomedDPT) on N GPUs under torchrun; jobs ask for N GPUs (docs/cluster.md)")
+    g.add_argument("--signal-delay", type=int, help="seconds before --time that SLURM sends SIGUSR2: the run "
+                   "saves at its epoch end and the job requeues (default submitit's 90; docs/cluster.md)")
     g.add_argument("--slurm-extra", nargs="*", default=[], metavar="KEY=VALUE", help="more SLURM parameters")
     g.add_argument("--cluster", choices=["slurm", "local"], default="slurm",
                    help="local = submitit's local executor: try a SLURM set-up on one machine")
@@ -126,7 +130,7 @@ def sweep(args) -> int:
         if args.cluster != "local":
             return 0
     elif todo:
-        for group in launch.launch_local(plan_path, todo, args.workers, launch.visible_gpus()):
+        for group in launch.launch_local(plan_path, todo, args.workers, launch.visible_gpus(), args.gpus_per_job):
             print(f"warning: feature encoding for {group} failed; its runs encoded on their own", file=sys.stderr)
     print("summary: ", end="")
     counts = report(units, state.statuses(sweep_dir, units), sweep_dir)
