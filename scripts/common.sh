@@ -5,7 +5,8 @@
 # differ (FORCE=1 redoes it, another OUTPUT_ROOT keeps both).
 # Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...", FORCE=1,
 # RUN_LABEL=NAME (a variant's name: TRAINER.RUN_LABEL, and its own folder <config tag>_NAME),
-# WAIT_FOR_LOCK=1 (a seed whose folder another run is writing waits for it instead of stopping).
+# WAIT_FOR_LOCK=1 (a seed whose folder another run is writing waits for it instead of stopping),
+# NPROC=N (train each seed under torchrun with N processes: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe, BiomedDPT).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -74,10 +75,15 @@ label_opts() {  # TRAINER.RUN_LABEL <RUN_LABEL> when RUN_LABEL is set
     if [ -n "${RUN_LABEL:-}" ]; then echo "TRAINER.RUN_LABEL $RUN_LABEL"; fi
 }
 
+# A folder with default.yaml alone (GDA) holds one setting for every dataset: no note then.
 per_dataset_config() {  # per_dataset_config DIR DATASET -> DIR/<dataset>.yaml, else DIR/default.yaml
     local cfg="$1/${2,,}.yaml"
     if [ ! -f "$cfg" ]; then
-        echo "note: no $cfg; using $1/default.yaml (copy a similar benchmark's config there to tune)" >&2
+        local other=0 f
+        for f in "$1"/*.yaml; do [ "${f##*/}" = default.yaml ] || other=1; done
+        if [ "$other" = 1 ]; then
+            echo "note: no $cfg; using $1/default.yaml (copy a similar benchmark's config there to tune)" >&2
+        fi
         cfg="$1/default.yaml"
     fi
     echo "$cfg"
@@ -96,7 +102,14 @@ have_checkpoint() {
 }
 
 run_train() {  # runs one train.py command; with PRINT_RUNS=1 prints it instead (tools/sweep.py plans from this)
-    if [ "${PRINT_RUNS:-0}" = 1 ]; then printf '%q ' "$@"; echo; else "$@"; fi
+    if [ "${PRINT_RUNS:-0}" = 1 ]; then printf '%q ' "$@"; echo; return; fi
+    # NPROC=N: training under torchrun, N processes (pixel-path methods; docs/cluster.md); evaluation stays one.
+    if [ "${NPROC:-1}" -gt 1 ] && [[ " $* " != *" --eval-only "* ]]; then
+        local py=$1; shift
+        "$py" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" "$@"
+    else
+        "$@"
+    fi
 }
 
 # few_shot METHOD CONFIG DATA DATASET SHOTS MODEL

@@ -126,3 +126,19 @@ def test_local_sweep_with_gpus_per_job_trains_under_torchrun(synthetic_btmri, tm
     (log,) = glob.glob(str(out / "sweeps/sweep/logs/few_shot-*.log"))  # the run's, beside the encoding's
     assert "-m torch.distributed.run --standalone --nproc_per_node 2 " in open(log).read()
     assert len(glob.glob(str(out / "btmri/shots_1/CLIPLoRA_TinyCLIP/*/seed1/results.json"))) == 1
+
+
+def test_nproc_runs_the_scripts_training_under_torchrun_and_their_evaluation_as_one(tmp_path):
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "python"  # records each call; a torchrun call is only recorded (the test above runs one)
+    fake.write_text(f'#!/bin/sh\necho "$*" >> {calls}\ncase "$*" in *torch.distributed.run*) exit 0;; esac\n'
+                    f'exec {sys.executable} "$@"\n')
+    fake.chmod(0o755)
+    env = {**ENV, "PYTHON": str(fake), "NPROC": "2", "SEEDS": "1", "OUTPUT_ROOT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", "scripts/clip_lora/base2new.sh", "DATA", "btmri", "TinyCLIP"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    lines = calls.read_text().splitlines()
+    trains = [line for line in lines if "train.py" in line and "--print-model-label" not in line]
+    assert trains and trains[0].startswith("-m torch.distributed.run --standalone --nproc_per_node 2 "), done.stderr
+    assert "--eval-only" not in trains[0]
+    assert all("torch.distributed.run" not in line for line in trains if "--eval-only" in line)
