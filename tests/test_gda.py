@@ -153,3 +153,17 @@ def test_base_to_novel_script(synthetic_btmri, tmp_path):
     assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"] and new["total"] == 12
     assert "GDA: 2 novel class(es) built from their text and the 40 nearest of 40 base features" in (
         new_dir / "log.txt").read_text()
+
+
+def test_the_scripts_pick_gdas_one_config_without_a_note():
+    """GDA has one config for every dataset, so its scripts say nothing about a missing per-dataset file;
+    a folder of per-dataset files that lacks the dataset's still gets the note."""
+    def pick(folder, dataset):
+        line = f'source scripts/common.sh; per_dataset_config "$REPO/{folder}" {dataset}'
+        return subprocess.run(["bash", "-c", line], cwd=REPO, capture_output=True, text=True, check=True)
+
+    gda = pick("configs/trainers/GDA/few_shot", "btmri")
+    assert gda.stdout.strip() == CONFIG and gda.stderr == ""
+    missing = pick("configs/trainers/BiomedCoOp/base_to_novel", "busi")
+    assert missing.stdout.strip().endswith("BiomedCoOp/base_to_novel/default.yaml")
+    assert "note: no " in missing.stderr and "busi.yaml" in missing.stderr
