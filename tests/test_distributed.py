@@ -142,3 +142,22 @@ def test_nproc_runs_the_scripts_training_under_torchrun_and_their_evaluation_as_
     assert trains and trains[0].startswith("-m torch.distributed.run --standalone --nproc_per_node 2 "), done.stderr
     assert "--eval-only" not in trains[0]
     assert all("torch.distributed.run" not in line for line in trains if "--eval-only" in line)
+
+
+def test_a_prompt_method_on_pixels_maple_also_equals_one_process(small_btmri, tmp_path):
+    """MaPLe steps through TrainerX.model_update (CLIP-LoRA through its own step): both paths average."""
+    opts = ["DATASET.NUM_SHOTS", "4", "OPTIM.MAX_EPOCH", "2", "DATALOADER.NUM_WORKERS", "0",
+            "DATALOADER.TRAIN_X.BATCH_SIZE", "6", "INPUT.TRANSFORMS", '["normalize"]', "TRAIN.REPORT_TO", "none"]
+    def argv(out):
+        return ["train.py", "--root", small_btmri, "--seed", "1", "--trainer", "MaPLe_TinyCLIP", "--output-dir",
+                str(tmp_path / out), "--dataset-config-file", "configs/datasets/btmri.yaml", "--config-file",
+                "configs/trainers/MaPLe/default.yaml", *opts]
+
+    for cmd in ([sys.executable, *argv("single")], torchrun(argv("multi"))):
+        done = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (torch.load(glob.glob(str(tmp_path / out / "prompt_learner" / "model.pth.tar-2"))[0],
+                       weights_only=False)["state_dict"] for out in ("single", "multi"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-6)
