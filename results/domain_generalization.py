@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from engine.run_weights import evaluated_model
 from engine.runs import read_record
 from results.aggregate import Cell, average_cell, harmonic_mean, mean, method_sort_key, pstd, seed_cell, seeds_of
-from results.records import Run, run_from_record
+from results.records import Run, run_from_record, trial_tag
 from results.tables import Table, cell_text
 
 
@@ -44,7 +44,7 @@ def row_name(run: Run) -> str:
         label = label[: label.rindex("_from_")]
     variant = "_".join(p for p in (run.identity.fewshot_protocol if run.identity.fewshot_protocol != "balanced"
                                    else "", label) if p)
-    tags = [t for t in (variant, run.setting) if t]
+    tags = [t for t in (variant, trial_tag(run), run.setting) if t]
     return f"{run.method} [{', '.join(tags)}]" if tags else run.method
 
 

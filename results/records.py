@@ -59,8 +59,16 @@ class Run:
     def row_name(self) -> str:
         """What a table row is keyed on: the method, with its variant and, when its cell also holds runs
         of other settings, the keys that differ: "BiomedCoOp [ce]", "CoOp [OPTIM.MAX_EPOCH=200]"."""
-        tags = [t for t in (self.label, self.setting) if t]
+        tags = [t for t in (self.label, trial_tag(self), self.setting) if t]
         return f"{self.method} [{', '.join(tags)}]" if tags else self.method
+
+
+def trial_tag(run: Run) -> str:
+    """"trial" for a run shortened by TRAIN.TRIAL_EPOCHS, so its numbers never sit in a row of full runs
+    (unless the row's settings tag already names that key)."""
+    trial = run.config.get("TRAIN.TRIAL_EPOCHS")
+    is_trial = isinstance(trial, int) and not isinstance(trial, bool) and trial > 0
+    return "trial" if is_trial and "TRAIN.TRIAL_EPOCHS=" not in run.setting else ""
 
 
 def is_collapsed(record: dict) -> bool:

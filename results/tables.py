@@ -28,7 +28,7 @@ from results.paper import (
     paper_base2new,
     paper_fewshot,
 )
-from results.records import Run, scan
+from results.records import Run, scan, trial_tag
 
 HM_CONVENTIONS = {"hm_of_means": "HM of averages", "mean_of_hms": "mean of per-dataset HMs"}
 CSV_FIELDS = ["table", "method", "model", "dataset", "shots", "metric", "mean", "std", "seeds", "expected_seeds",
@@ -241,6 +241,9 @@ class Builder:
             lines.append("* = not every seed of the grid finished; the mean covers only the finished ones.")
         if self.collapsed:
             lines.append("C = a seed's predictions collapsed: every test image was given the same class.")
+        if any(trial_tag(r) for r in self.runs):
+            lines.append("[trial] = runs shortened by TRAIN.TRIAL_EPOCHS (a trial of the pipeline, not the method's "
+                         "numbers).")
         if self.seeds:
             lines.append(f"Seed grid: {' '.join(map(str, self.seeds))} for every row (--seeds).")
         else:

@@ -389,3 +389,16 @@ def test_result_tools_are_thin_entry_points(tool):
                  if isinstance(node, ast.ImportFrom) and node.module}
     assert not imported & tools and "results" in imported
     assert not os.path.exists(os.path.join(REPO, "tools", "results_io.py"))
+
+
+def test_trial_runs_get_rows_of_their_own(tmp_path):
+    """A run shortened by TRAIN.TRIAL_EPOCHS (the README's trial runs, sweep --quick) never shares a row
+    with full runs, even at another K, and the notes say what the tag means."""
+    root = str(tmp_path)
+    with_fields(write_run(root, "btmri/shots_4", "CoOp", "BTMRI", 4, 1, 70.0), config={"OPTIM.MAX_EPOCH": 50})
+    with_fields(write_run(root, "btmri/shots_2", "CoOp", "BTMRI", 2, 1, 30.0),
+                config={"OPTIM.MAX_EPOCH": 50, "TRAIN.TRIAL_EPOCHS": 1})
+    rows = csv_rows(make_tables(root, "csv"))
+    assert pick(rows, table="few_shot", method="CoOp", dataset="BTMRI")["shots"] == "4"
+    assert pick(rows, table="few_shot", method="CoOp [trial]", dataset="BTMRI")["shots"] == "2"
+    assert "[trial] = runs shortened by TRAIN.TRIAL_EPOCHS" in make_tables(root, "terminal")
