@@ -152,6 +152,28 @@ class Backbone(nn.Module):
         filler = torch.full((ids.shape[0], n), self._filler_id, dtype=ids.dtype, device=ids.device)
         return splice(embeds, tokens, start), torch.cat([ids[:, :start], filler, ids[:, start:]], dim=1)
 
+    def release_image_tower(self) -> int:
+        """Free the image tower's weights, for a run that will only read cached image features from now
+        on (TrainerX does this once its features are cached); returns the bytes freed. The cache key is
+        kept, so caches still match, and any later pass through the tower stops with one line naming
+        this step instead of a shape error. Works for every family: it empties the tensors of the
+        module `image_tower` returns, whatever the family calls its parts."""
+        key = self.cache_key()
+        self.cache_key = lambda: key  # noqa: E731 (the hash reads every tensor, the tower's included)
+        tower, freed = self.image_tower, 0
+        for tensor in [*tower.parameters(), *tower.buffers()]:
+            freed += tensor.numel() * tensor.element_size()
+            tensor.data = torch.empty(0, dtype=tensor.dtype, device=tensor.device)
+
+        def released(module, args):
+            raise RuntimeError(f"{self.name}'s image tower was released after its features were cached "
+                               "(TrainerX.keeps_image_tower is False for this method); set it True in a method "
+                               "that encodes images after extraction")
+        for module in tower.modules():
+            module.register_forward_pre_hook(released)
+        self.image_tower_released = True
+        return freed
+
     def cache_key(self) -> str:
         """Identifies these weights, for feature caches: name + a hash of a sample of every tensor."""
         digest = hashlib.sha1()

@@ -27,9 +27,11 @@ import _bootstrap  # noqa: E402,F401
 PARTS = ("steps", "loop", "curves", "checkpoint", "resume")
 
 
-def instrument(trainer) -> dict[str, float]:
-    """Wrap the trainer's per-epoch work so each call adds its wall time to a part of `spent`."""
+def instrument(trainer) -> tuple[dict[str, float], list[float]]:
+    """Wrap the trainer's per-epoch work so each call adds its wall time to a part of `spent`; each
+    step's own time also goes to the list returned with it."""
     spent = dict.fromkeys(PARTS, 0.0)
+    steps: list[float] = []
 
     def timed(part: str, fn):
         def wrapper(*args, **kwargs):
@@ -38,24 +40,26 @@ def instrument(trainer) -> dict[str, float]:
                 return fn(*args, **kwargs)
             finally:
                 spent[part] += time.perf_counter() - start
+                if part == "steps":
+                    steps.append(time.perf_counter() - start)
         return wrapper
 
     trainer.forward_backward = timed("steps", trainer.forward_backward)
     trainer.track_epoch = timed("curves", trainer.track_epoch)
     trainer.save_model = timed("checkpoint", trainer.save_model)
     trainer.save_resume_state = timed("resume", trainer.save_resume_state)
-    return spent
+    return spent, steps
 
 
 def epoch_costs(trainer, epochs: int) -> list[dict[str, float]]:
     """Train `epochs` epochs of a trainer whose before_train has run; one dict of seconds per epoch:
     wall (run_epoch + after_epoch), steps, loop (run_epoch minus its steps), curves, checkpoint, resume,
-    and overhead (wall minus steps)."""
-    spent = instrument(trainer)
+    overhead (wall minus steps) and fastest_step (the epoch's quickest step)."""
+    spent, step_times = instrument(trainer)
     rows = []
     for epoch in range(trainer.start_epoch, trainer.start_epoch + epochs):
         trainer.epoch = epoch
-        before = dict(spent)
+        before, first = dict(spent), len(step_times)
         start = time.perf_counter()
         trainer.run_epoch()
         loop_end = time.perf_counter()
@@ -66,6 +70,7 @@ def epoch_costs(trainer, epochs: int) -> list[dict[str, float]]:
         row["wall"] = end - start
         row["overhead"] = row["wall"] - row["steps"]
         row["n_steps"] = trainer.num_batches
+        row["fastest_step"] = min(step_times[first:], default=0.0)
         rows.append(row)
     return rows
 
@@ -79,6 +84,7 @@ def summarize(rows: list[dict[str, float]]) -> dict[str, float]:
         "per_step": sum(r["steps"] for r in rows) / sum(r["n_steps"] for r in rows),
         "per_epoch": per_epoch,
         "first_extra": max(rows[0]["overhead"] - per_epoch, 0.0),
+        "fastest_step": min(r["fastest_step"] for r in rows),
     }
     for part in ("loop", "curves", "checkpoint", "resume"):
         out[part] = statistics.median(r[part] for r in later)

@@ -41,6 +41,10 @@ PATCHES = "patches"  # the kind (and file-name part) of patch-token entries
 
 # Image views of patch tokens extracted per step of get_with_patches (about 0.8 GB for BiomedCLIP in fp32).
 PATCH_CHUNK = 2048
+# Images the tower takes at once on a CPU: a whole loader batch of 100 through BiomedCLIP's ViT raised a
+# run's peak from 1.9 GB (model built) to 2.69 GB; 25 at a time, to 2.16 GB (benchmarks/run_all.py, section
+# 6, 2 busy cores). A GPU takes the whole batch: its speed needs it, and GPU memory is not the process's.
+CPU_TOWER_CHUNK = 25
 
 
 class PatchViews:
@@ -134,6 +138,10 @@ class FeatureCache:
         self.store_dtype = store_dtype(store)
         self.threads = threads  # TRAIN.THREADS: auto measures the fastest count on the first batches
         self._memory: dict[str, dict[str, dict]] = {}
+
+    def forget(self) -> None:
+        """Drop the tables held in memory (a run that has stacked what it needs keeps no second copy)."""
+        self._memory.clear()
 
     def precision_tag(self) -> str:
         """"" for fp32 features stored in fp32 (the original file names), else e.g. "-bf16-fp16"."""
@@ -253,8 +261,10 @@ class FeatureCache:
                 count, began = threads.next(), time.perf_counter()
                 with torch_threads(count), torch.inference_mode(), autocast(self.device, self.amp_dtype):
                     pixels = images.to(self.device, non_blocking=cuda)
-                    outputs = backbone.encode_image_tokens(pixels) if PATCHES in tables \
-                        else (backbone.encode_image(pixels),)
+                    chunk = len(pixels) if cuda else CPU_TOWER_CHUNK
+                    parts = [backbone.encode_image_tokens(x) if PATCHES in tables else (backbone.encode_image(x),)
+                             for x in pixels.split(chunk)]
+                    outputs = [torch.cat(kind) for kind in zip(*parts)]
                 threads.record(count, len(images), time.perf_counter() - began)
                 # Outside inference mode, so the stored tensors are ordinary ones autograd may read.
                 outputs = [out.to("cpu", self.store_dtype) for out in outputs]

@@ -90,7 +90,7 @@ def pick(seconds: dict[int, float]) -> int:
     return min(n for n, s in seconds.items() if s <= best * TIE)
 
 
-def fastest_threads(fn: Callable[[], object], candidates: list[int], rounds: int = 3) -> tuple[int, dict[int, float]]:
+def fastest_threads(fn: Callable[[], object], candidates: list[int], rounds: int = 2) -> tuple[int, dict[int, float]]:
     """Time `fn` at each count (one warm-up call each, then `rounds` interleaved rounds, so a change in
     the machine's load falls on every count alike); the pick and the median seconds per count."""
     times: dict[int, list[float]] = {n: [] for n in candidates}

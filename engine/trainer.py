@@ -114,6 +114,9 @@ class TrainerX:
     eval_columns: list[int] | None = None
     eval_classnames: list[str] | None = None
     eval_record: dict = {}
+    # False: once a cached-feature run has its features, the engine frees the image tower before
+    # training (release_image_tower). A method that encodes images after that sets it True.
+    keeps_image_tower = False
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -467,6 +470,20 @@ class TrainerX:
         self.num_batches = len(self.train_loader_x)
         if self.device.type == "cpu":  # TRAIN.THREADS (engine/threads.py); on CUDA the step is on the GPU
             torch.set_num_threads(self.step_thread_count())
+        self.release_image_tower()
+
+    def release_image_tower(self) -> None:
+        """A run on cached features never runs the image tower once its training views and test features
+        are cached: extract the test features now (not after training), drop the cache's in-memory
+        tables, and free the tower (a third of BiomedCLIP's weights) before the first step. A method
+        that encodes images later sets `keeps_image_tower`; pixel methods keep theirs anyway."""
+        if self.keeps_image_tower or not self.use_feature_cache or not isinstance(self.train_loader_x, FeatureBatches):
+            return
+        if not self.cfg.TEST.NO_TEST:
+            self.test_features()
+        self.feature_cache.forget()
+        freed = self.backbone.release_image_tower()
+        self.logger.info(f"Image features cached: the image tower is released before training ({freed / 1e6:.0f} MB)")
 
     def step_thread_count(self) -> int:
         """CPU threads for the training step: TRAIN.THREADS, or under auto the fastest for this step's size."""

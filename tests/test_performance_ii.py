@@ -5,6 +5,8 @@ No assertion here is about time: choices are checked against a fake clock.
 """
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -131,3 +133,67 @@ def test_trainer_probe_leaves_rng_and_modes_as_they_were(synthetic_btmri, tmp_pa
     probe()
     assert torch.equal(torch.get_rng_state(), state)
     assert modes == [m.training for m in modules]
+
+
+def test_run_all_device_cuda_without_a_gpu_says_so_in_one_line_and_exits_0():
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, os.path.join(REPO, "benchmarks/run_all.py"), "--device", "cuda"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0]
+
+
+def test_device_sections_run_every_precision_and_family_through_the_real_trainers(tmp_path, monkeypatch):
+    """The code --device cuda runs, here on the CPU with the tiny twin: fp32 and fp16 (the one with a
+    gradient scaler) give figures for every family (a failure would be printed and leave its entry out)."""
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import run_all
+
+    run_all.load_heavy()
+    figures = run_all.device_sections(torch.device("cpu"), True, str(tmp_path / "data"), str(tmp_path),
+                                      precisions=("fp32", "fp16"), backbone="TinyBiomedCLIP", beside_cpu=False)
+    for precision in ("fp32", "fp16"):
+        assert figures[("extract", precision)] > 0
+        for family in run_all.FAMILIES:
+            r = figures[(family, "cpu", precision)]
+            assert r["steps_per_s"] > 0 and r["whole_h"] > 0 and r["peak_gb"] > 0
+
+
+def test_a_cached_feature_run_frees_its_image_tower_and_gets_the_same_numbers(synthetic_btmri, tmp_path, monkeypatch):
+    from engine.trainer import TrainerX, build_trainer
+    from engine.utils import set_random_seed
+
+    def run(out, keep):
+        monkeypatch.setattr(TrainerX, "keeps_image_tower", keep)
+        set_random_seed(1)
+        cfg = train.setup_cfg(train.parse_args(args_for(synthetic_btmri, tmp_path / out, "FEATURES.CACHE_DIR",
+                                                        str(tmp_path / "cache"), "TRAIN.THREADS", "1")))
+        trainer = build_trainer(cfg)
+        key = trainer.backbone.cache_key()
+        trainer.before_train()
+        for epoch in range(trainer.max_epoch):
+            trainer.epoch = epoch
+            trainer.run_epoch()
+            trainer.after_epoch()
+        return trainer, key, trainer.test(), trainer.prompt_learner.ctx.detach().clone()
+
+    kept, key_kept, report_kept, ctx_kept = run("kept", True)
+    freed, key, report, ctx = run("freed", False)
+    assert all(p.numel() > 0 for p in kept.backbone.image_tower.parameters())
+    assert all(p.numel() == 0 for p in freed.backbone.image_tower.parameters())
+    assert freed.backbone.cache_key() == key == key_kept  # caches still match the model
+    assert torch.equal(ctx, ctx_kept) and report["accuracy"] == report_kept["accuracy"]
+    with pytest.raises(RuntimeError, match="image tower was released"):
+        freed.backbone.encode_image(torch.zeros(1, 3, freed.backbone.image_size, freed.backbone.image_size))
+
+
+def test_a_pixel_method_keeps_its_image_tower(synthetic_btmri, tmp_path):
+    from engine.trainer import build_trainer
+
+    args = args_for(synthetic_btmri, tmp_path / "maple", "TRAIN.THREADS", "1")
+    args[args.index("--trainer") + 1] = "MaPLe_TinyBiomedCLIP"
+    args[args.index("--config-file") + 1] = os.path.join(REPO, "configs/trainers/MaPLe/default.yaml")
+    trainer = build_trainer(train.setup_cfg(train.parse_args(args)))
+    trainer.before_train()
+    assert all(p.numel() > 0 for p in trainer.backbone.image_tower.parameters())
