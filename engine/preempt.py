@@ -28,7 +28,9 @@ def _on_signal(signum, frame) -> None:
 
 
 def install() -> None:
-    """Catch STOP_SIGNAL (its default action would kill the run without saving); main thread only."""
+    """Catch STOP_SIGNAL (its default action would kill the run without saving); main thread only.
+    A new run starts with no stop requested (train.main may run several times in one process)."""
+    _requested.clear()
     if threading.current_thread() is threading.main_thread():
         signal.signal(STOP_SIGNAL, _on_signal)
 

@@ -1,7 +1,7 @@
 """tools/sweep.py --launcher slurm on a real single-node SLURM cluster (tests/slurm_cluster.py): the
 encoding array and the dependent run array, --max-concurrent, packing, status, a failed run and
 --retry-failed, the table; a job given SLURM's pre-termination signal requeues and finishes identical
-to an uninterrupted run; a job scancelled mid-run resumes when the sweep is run again.
+to an uninterrupted run; a job scancelled mid-run resumes when the sweep is run again (--retry-failed).
 
 The cluster is installed (apt-get, as root) and started once per module; where it cannot be, the
 tests skip with the reason in one line."""
@@ -9,6 +9,7 @@ tests skip with the reason in one line."""
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,10 +120,11 @@ def job_of(cluster, run) -> str:
     raise AssertionError(f"no run job reached its first epoch: {queue(cluster)}")
 
 
-def reference(root, tmp_path):
-    """The same run without the cluster, uninterrupted."""
-    ref = tmp_path / "ref"
-    argv = [sys.executable, "train.py", "--root", root, "--seed", "1", "--trainer", "CoOp_TinyBiomedCLIP",
+@pytest.fixture(scope="module")
+def reference(synthetic_btmri, tmp_path_factory):
+    """The run both tests interrupt, made without the cluster and uninterrupted."""
+    ref = tmp_path_factory.mktemp("reference")
+    argv = [sys.executable, "train.py", "--root", synthetic_btmri, "--seed", "1", "--trainer", "CoOp_TinyBiomedCLIP",
             "--dataset-config-file", "configs/datasets/btmri.yaml", "--config-file",
             "configs/trainers/CoOp/vit_b16.yaml", "--output-dir", str(ref), "DATASET.NUM_SHOTS", "2", *LONG.split()]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -140,7 +142,7 @@ def same_result(run, ref):
 
 
 def test_the_pre_termination_signal_requeues_and_resumes_to_the_same_result(
-        on_cluster, synthetic_btmri, tmp_path, monkeypatch, capsys):
+        on_cluster, synthetic_btmri, reference, tmp_path):
     out = tmp_path / "out"
     run = out / RUN / "seed1"
     assert sweep.main(base(synthetic_btmri, out, extra=LONG)) == 0
@@ -149,16 +151,16 @@ def test_the_pre_termination_signal_requeues_and_resumes_to_the_same_result(
     on_cluster.run("scancel", "--signal=USR2", job)
     wait_empty(on_cluster)
     logs = "".join(open(p).read() for p in glob.glob(str(run / "log.txt*")))
-    assert "already done" in logs  # the requeued job resumed the run
     errs = "".join(open(p).read() for p in glob.glob(str(out / "sweeps/sweep/logs/*.log")))
-    assert "on a pre-termination signal (SIGUSR2)" in errs
+    stopped = re.search(r"stopped after epoch (\d+) of 1000 on a pre-termination signal \(SIGUSR2\)", errs)
+    assert stopped, errs[-2000:]
+    assert f": {stopped.group(1)} of 1000 epochs already done" in logs  # the requeued job resumed from there
     submitit_logs = "".join(open(p).read() for p in glob.glob(str(out / "sweeps/sweep/submitit/*log.err")))
     assert "this job is preempted" in submitit_logs and "DUE TO JOB REQUEUE" in submitit_logs
-    same_result(run, reference(synthetic_btmri, tmp_path))
+    same_result(run, reference)
 
 
-def test_a_cancelled_job_resumes_when_the_sweep_runs_again(on_cluster, synthetic_btmri, tmp_path, monkeypatch,
-                                                          capsys):
+def test_a_cancelled_job_resumes_when_the_sweep_is_retried(on_cluster, synthetic_btmri, reference, tmp_path, capsys):
     out = tmp_path / "out"
     run = out / RUN / "seed1"
     argv = base(synthetic_btmri, out, extra=LONG)
@@ -174,4 +176,4 @@ def test_a_cancelled_job_resumes_when_the_sweep_runs_again(on_cluster, synthetic
     wait_empty(on_cluster)
     logs = "".join(open(p).read() for p in glob.glob(str(run / "log.txt*")))
     assert "already done" in logs
-    same_result(run, reference(synthetic_btmri, tmp_path))
+    same_result(run, reference)
