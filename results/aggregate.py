@@ -189,10 +189,12 @@ def seed_cell(runs: list[Run], seeds: list[int], label: str) -> Cell:
     )
 
 
-def average_cell(per_dataset: dict[str, list[Run]], datasets: list[str], seeds: list[int], label: str) -> Cell:
+def average_cell(per_dataset: dict[str, list[Run]], datasets: list[str], seeds: list[int], label: str,
+                 suffix: str = "") -> Cell:
     """Average over datasets: mean of the per-dataset seed means; std over seeds of the dataset-averaged
-    accuracy (seeds every dataset has). A dataset with no finished run is listed as missing."""
-    cells = {d: seed_cell(per_dataset.get(d, []), seeds, f"{label} {d}") for d in datasets}
+    accuracy (seeds every dataset has). A dataset with no finished run is listed as missing, named
+    "<label> <dataset><suffix>" as its per-dataset cell names it (so the notes list it once)."""
+    cells = {d: seed_cell(per_dataset.get(d, []), seeds, f"{label} {d}{suffix}") for d in datasets}
     present = [d for d in datasets if cells[d].n]
     missing = [m for d in datasets for m in cells[d].missing]
     failed = [f for c in cells.values() for f in c.failed]
@@ -293,9 +295,9 @@ def base2new_rows(runs: list[Run], seeds: list[int] | None = None) -> tuple[list
         per_dataset += rows
         label = f"{method}_{backbone} K={shots}"
         base_avg = average_cell({d: by_ds.get(d, {}).get("base", []) for d in datasets_all}, datasets_all, grid,
-                                f"{label} base")
+                                label, " base")
         novel_avg = average_cell({d: by_ds.get(d, {}).get("new", []) for d in datasets_all}, datasets_all, grid,
-                                 f"{label} novel")
+                                 label, " novel")
         both = [r for r in rows if r.hm is not None]
         averages.append(Base2NewRow(
             method, backbone, shots, None, base_avg, novel_avg,

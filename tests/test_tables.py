@@ -402,3 +402,12 @@ def test_trial_runs_get_rows_of_their_own(tmp_path):
     assert pick(rows, table="few_shot", method="CoOp", dataset="BTMRI")["shots"] == "4"
     assert pick(rows, table="few_shot", method="CoOp [trial]", dataset="BTMRI")["shots"] == "2"
     assert "[trial] = runs shortened by TRAIN.TRIAL_EPOCHS" in make_tables(root, "terminal")
+
+
+def test_a_missing_novel_seed_is_listed_once(tmp_path):
+    """The average and the per-dataset base-to-novel tables name a missing seed the same way, so the
+    notes list it once."""
+    root = str(tmp_path)
+    write_run(root, "base2new/train_base/btmri/shots_16", "CoOp", "BTMRI", 16, 1, 60.0, subsample="base")
+    lines = [line for line in make_tables(root, "terminal").splitlines() if line.startswith("missing:")]
+    assert lines == ["missing: CoOp_BiomedCLIP K=16 BTMRI novel: seed 1"]
