@@ -561,12 +561,17 @@ def main(argv=None) -> int:
               f"(warm: views and test features read back)")
         print(f"projection, reference style: build {build_ref:.2f} s + 100 x 16 x step {step_ref:.3f} s "
               f"+ 1,717 x {per_test:.3f} s per test image (the same one pass per test image as ours)")
-        pass_floor = min(extraction_seconds(bb, 8) / 8 for _ in range(2))
+        from engine.threads import thread_candidates, thread_limit, torch_threads
+
+        def tower_alone(count: int) -> float:
+            with torch_threads(count):
+                return extraction_seconds(bb, 8) / 8
+        pass_floor = min(tower_alone(c) for c in thread_candidates(thread_limit()))
         policy_steps = [t for p in policy.values() for t in p["median"].values()]
         step_floor = min([isolated_step, *policy_steps, warm["costs"]["fastest_step"], cold["costs"]["fastest_step"]])
-        print(f"floor: image-tower passes x {pass_floor:.3f} s (the tower alone on 8 in-memory images, fastest "
-              f"of 2) + 1,600 steps x {step_floor:.3f} s (the fastest step this run measured: sections 2 and 2b, "
-              f"and each step of the shortened runs)")
+        print(f"floor: image-tower passes x {pass_floor:.3f} s (the tower alone on 8 in-memory images at the "
+              f"fastest thread count) + 1,600 steps x {step_floor:.3f} s (the fastest step this run measured: "
+              f"sections 2 and 2b, and each step of the shortened runs)")
         rows = [
             ("cold cache, faithful (1 view per epoch)", ours(cold, FULL["epochs"], per_view), 5, "cold_faithful",
              FULL["train"] * FULL["epochs"] + FULL["test"]),
@@ -593,7 +598,9 @@ def main(argv=None) -> int:
 
         # 4. Scaling.
         print("\n== 4. how cost grows with K and the number of classes C (ours, cached features)")
-        scaling_table(bb, quick=quick, repeats=2 if quick else 3, max_measured=36)
+        print(f"  (at TRAIN.THREADS auto's {auto} thread(s), as a run would take its steps)")
+        with torch_threads(auto):
+            scaling_table(bb, quick=quick, repeats=2 if quick else 3, max_measured=36)
 
         # 5. The grid.
         print("\n== 5. the paper's few-shot grid: 11 datasets x K 1 2 4 8 16 x 3 seeds x every method with scripts")

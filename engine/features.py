@@ -252,20 +252,21 @@ class FeatureCache:
                           f"({precision_name(self.amp_dtype)}, {workers} loader worker(s))")
         start = 0
         # On CUDA the tower runs on the GPU: the CPU's thread count is left alone.
-        threads = ExtractionThreads(self.threads if not cuda else torch.get_num_threads(), len(loader),
-                                    log=get_logger().info)
+        threads = ExtractionThreads(self.threads if not cuda else torch.get_num_threads(), len(jobs),
+                                    key=backbone.name, log=get_logger().info)
         # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
         # randomness the same whether its features were cached or computed just now.
         with torch.random.fork_rng(devices=[]), eval_mode(backbone):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
-                count, began = threads.next(), time.perf_counter()
-                with torch_threads(count), torch.inference_mode(), autocast(self.device, self.amp_dtype):
-                    pixels = images.to(self.device, non_blocking=cuda)
-                    chunk = len(pixels) if cuda else CPU_TOWER_CHUNK
-                    parts = [backbone.encode_image_tokens(x) if PATCHES in tables else (backbone.encode_image(x),)
-                             for x in pixels.split(chunk)]
-                    outputs = [torch.cat(kind) for kind in zip(*parts)]
-                threads.record(count, len(images), time.perf_counter() - began)
+                pixels = images.to(self.device, non_blocking=cuda)
+                parts = []
+                for x, count in threads.chunks(pixels, len(pixels) if cuda else CPU_TOWER_CHUNK):
+                    began = time.perf_counter()
+                    with torch_threads(count), torch.inference_mode(), autocast(self.device, self.amp_dtype):
+                        parts.append(backbone.encode_image_tokens(x) if PATCHES in tables
+                                     else (backbone.encode_image(x),))
+                    threads.record(count, len(x), time.perf_counter() - began)
+                outputs = [torch.cat(kind) for kind in zip(*parts)]
                 # Outside inference mode, so the stored tensors are ordinary ones autograd may read.
                 outputs = [out.to("cpu", self.store_dtype) for out in outputs]
                 batch = jobs[start : start + len(outputs[0])]

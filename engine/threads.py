@@ -9,8 +9,9 @@ machine more threads win. So
   RNG untouched) is timed at 1, 2, 4, ... threads up to the cores this process may use, interleaved
   over a few rounds; the fastest count (a count within 5% of it that uses fewer threads wins, being
   less exposed to load) is kept for the rest of the process for that method and size, and logged once;
-- extraction: the first batches of the image tower are encoded at each candidate count in turn and the
-  rest at the fastest per image, so measuring costs no extra pass.
+- extraction: the first images of a job go through the tower in small chunks, one at each candidate
+  count, and the rest at the fastest per image, so measuring costs no extra pass; a job too small to
+  measure uses the count the process last measured for that model.
 
 The counts never change which numbers a method computes, only how fast; CPU reductions may round
 differently at another count, so for bit-identical reruns on a CPU fix TRAIN.THREADS. OMP_NUM_THREADS,
@@ -132,33 +133,45 @@ def step_threads(setting, key: tuple, probe: Callable[[], object] | None, log: C
 
 
 class ExtractionThreads:
-    """Thread counts for the batches of one extraction: under auto, batch 0 warms up at the limit,
-    batches 1..k try each candidate, the rest use the fastest per image; a fixed count throughout."""
+    """Thread counts for the tower calls of one extraction. Under auto, when the job has the images,
+    its first calls are small trial chunks: one warm-up at the cores it has, then one per candidate
+    count; the rest of the job runs at the fastest per image, which the process remembers (per model)
+    for jobs too small to measure. A fixed count is used throughout."""
 
-    def __init__(self, setting, batches: int, log: Callable[[str], None] | None = None):
+    TRIAL = 4  # images per trial chunk
+
+    def __init__(self, setting, images: int, key: str = "", log: Callable[[str], None] | None = None):
         fixed = parse_threads(setting)
         limit = thread_limit()
-        self.candidates = thread_candidates(limit)
-        self.log = log
+        candidates = thread_candidates(limit)
+        self.key, self.log = ("extraction", key), log
         self.per_image: dict[int, float] = {}
-        # Too few batches to measure without slowing most of them: the cores it has.
-        self.measuring = fixed is None and limit > 1 and batches >= len(self.candidates) + 3
-        self.choice = fixed if fixed is not None else limit
-        self.batch = 0
+        measure = fixed is None and limit > 1 and images >= self.TRIAL * (len(candidates) + 2)
+        self.trials = [limit, *candidates] if measure else []  # the first is the warm-up
+        self.warm_up = measure
+        self.choice = fixed if fixed is not None else _chosen.get(self.key, limit)
 
-    def next(self) -> int:
-        """The count for the next batch."""
-        if self.measuring and 1 <= self.batch <= len(self.candidates):
-            return self.candidates[self.batch - 1]
-        return self.choice
+    def chunks(self, pixels, chunk: int):
+        """(images, thread count) for each tower call over a loader batch: trial chunks while measuring,
+        then `chunk` images at a time. Call `record` after each."""
+        start = 0
+        while start < len(pixels):
+            n = self.TRIAL if self.trials else chunk
+            yield pixels[start : start + n], self.trials[0] if self.trials else self.choice
+            start += n
 
     def record(self, threads: int, images: int, seconds: float) -> None:
-        """The batch just encoded took `seconds` for `images` images at `threads` threads."""
-        if self.measuring and 1 <= self.batch <= len(self.candidates):
+        """The call just made took `seconds` for `images` images at `threads` threads."""
+        if not self.trials:
+            return
+        self.trials.pop(0)
+        if self.warm_up:
+            self.warm_up = False
+        else:
             self.per_image[threads] = seconds / max(images, 1)
-            if self.batch == len(self.candidates):
-                self.choice = pick(self.per_image)
-                if self.log is not None:
-                    self.log(f"TRAIN.THREADS auto: extraction on {self.choice} thread(s), the fastest per image "
-                             f"here ({describe(self.per_image, ' per image')})")
-        self.batch += 1
+        if not self.trials:
+            self.choice = pick(self.per_image)
+            if _chosen.get(self.key) != self.choice and self.log is not None:
+                self.log(f"TRAIN.THREADS auto: extraction on {self.choice} thread(s), the fastest per image "
+                         f"here ({describe(self.per_image, ' per image')})")
+            _chosen[self.key] = self.choice

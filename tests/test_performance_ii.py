@@ -98,22 +98,30 @@ def test_step_threads_fixed_auto_once_per_key_and_capped_by_omp(monkeypatch):
     assert step_threads("auto", ("other",), probe, lines.append) == 1 and not calls
 
 
-def test_extraction_tries_each_count_on_real_batches_then_keeps_the_fastest(monkeypatch):
+def test_extraction_tries_each_count_on_small_chunks_then_keeps_the_fastest(monkeypatch):
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_chosen", {})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     lines = []
-    plan = ExtractionThreads("auto", batches=10, log=lines.append)
-    used = []
     per_image = {1: 0.1, 2: 0.3}  # one thread is faster here
-    for _ in range(10):
-        n = plan.next()
-        used.append(n)
-        plan.record(n, 8, per_image[n] * 8)
-    assert used == [2, 1, 2] + [1] * 7  # warm-up at the cores it has, one batch per count, then the fastest
-    assert len(lines) == 1 and "extraction on 1 thread(s)" in lines[0]
-    assert [ExtractionThreads("auto", batches=3).next() for _ in range(2)] == [2, 2]  # too few to measure
-    fixed = ExtractionThreads("1", batches=10)
-    assert {fixed.next() for _ in range(5)} == {1}
+
+    def encode(plan, batches):
+        calls = []
+        for pixels in batches:
+            for x, n in plan.chunks(pixels, 25):
+                calls.append((len(x), n))
+                plan.record(n, len(x), per_image[n] * len(x))
+        return calls
+
+    plan = ExtractionThreads("auto", images=60, key="m", log=lines.append)
+    calls = encode(plan, [torch.zeros(50, 1), torch.zeros(10, 1)])
+    # Warm-up at the cores it has, one trial chunk per count, then the fastest in chunks of 25.
+    assert calls == [(4, 2), (4, 1), (4, 2), (25, 1), (13, 1), (10, 1)]
+    assert sum(n for n, _ in calls) == 60 and len(lines) == 1 and "extraction on 1 thread(s)" in lines[0]
+    # A job too small to measure uses what the process measured for that model; another model, its cores.
+    assert encode(ExtractionThreads("auto", images=8, key="m"), [torch.zeros(8, 1)]) == [(8, 1)]
+    assert encode(ExtractionThreads("auto", images=8, key="other"), [torch.zeros(8, 1)]) == [(8, 2)]
+    assert {n for _, n in encode(ExtractionThreads("1", images=60, key="x"), [torch.zeros(60, 1)])} == {1}
 
 
 def test_trainer_probe_leaves_rng_and_modes_as_they_were(synthetic_btmri, tmp_path, monkeypatch):
