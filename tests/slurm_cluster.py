@@ -1,6 +1,6 @@
 """A throw-away single-node SLURM cluster on localhost, for the tests (and by hand).
 
-    python tests/slurm_cluster.py /tmp/cluster     # start one, print `export SLURM_CONF=...`; Ctrl-C stops it
+    python tests/slurm_cluster.py /tmp/cluster     # start one, print `export SLURM_CONF=...`; Ctrl-C or kill stops it
 
 `install()` puts Debian's slurm-wlm and munge on the machine when slurmctld is absent (apt-get, as
 root). `SlurmCluster(folder)` writes its own munge key and a slurm.conf (one node with this machine's
@@ -161,6 +161,7 @@ if __name__ == "__main__":
         sys.exit(f"cannot start a SLURM cluster: {reason}")
     cluster = SlurmCluster(sys.argv[1] if len(sys.argv) > 1 else "slurm-cluster").start()
     print(f"export SLURM_CONF={cluster.conf}", flush=True)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill PID stops the daemons too
     try:
         while True:
             time.sleep(3600)

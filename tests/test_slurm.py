@@ -79,9 +79,12 @@ def test_sweep_arrays_status_retry_and_table(on_cluster, synthetic_btmri, tmp_pa
     blocked.parent.mkdir(parents=True)
     blocked.write_text("a file where the run folder should be")  # makes that run fail
     # Packing: tiny jobs (--job-minutes) put each run in a job of its own; two at a time (--max-concurrent).
-    argv = [*base(synthetic_btmri, out, ("1", "2", "3")), "--job-minutes", "0.001", "--max-concurrent", "2"]
+    argv = [*base(synthetic_btmri, out, ("1", "2", "3")), "--job-minutes", "0.001", "--max-concurrent", "2",
+            "--signal-delay", "120"]
     assert sweep.main(argv) == 0
     assert "submitted 1 encoding job(s) and 3 run job(s)" in capsys.readouterr().out
+    scripts = "".join(open(p).read() for p in glob.glob(os.path.join(sweep_dir, "submitit", "*_submission.sh")))
+    assert "#SBATCH --signal=USR2@120" in scripts and "#SBATCH --time=20" in scripts
     jobs = on_cluster.run("scontrol", "show", "job").stdout
     assert "Dependency=afterany:" in jobs  # the run array waits for the encoding array
     assert "ArrayTaskThrottle=2" in jobs
