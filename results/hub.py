@@ -181,12 +181,15 @@ def _api(token: str | None):
 
 
 def _upload(folder: str, repo_id: str, private: bool, token: str | None, message: str) -> str:
-    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     api = _api(token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         info = api.upload_folder(repo_id=repo_id, folder_path=folder, commit_message=message)
+    except OfflineModeIsEnabled:
+        raise UserError(f"Uploading to {repo_id} needs the Hub, and HF_HUB_OFFLINE is set (the README's offline "
+                        "set-up): run this command with HF_HUB_OFFLINE=0.") from None
     except (HfHubHTTPError, OSError) as err:
         raise UserError(f"Uploading to {repo_id} failed ({err.__class__.__name__}: {str(err).splitlines()[0]}); "
                         "check the repository name and your token (hf auth login, or HF_TOKEN).") from None

@@ -269,6 +269,9 @@ def test_what_cannot_be_pushed_gets_one_line(synthetic_btmri, tmp_path, hub, cap
     assert push_to_hub.main([str(run)]) == 2
     assert "Give --repo ORG/NAME" in capsys.readouterr().err
     go_offline(monkeypatch)
+    assert push_to_hub.main([str(run), "--repo", "test-org/x"]) == 2  # the quick start exports HF_HUB_OFFLINE=1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "HF_HUB_OFFLINE is set" in err[0] and "your token" not in err[0]
     argv = train_argv(synthetic_btmri, tmp_path / "eval")
     argv[argv.index("--output-dir"):argv.index("--output-dir")] = ["--eval-only", "--model-dir",
                                                                    "hf-hub:test-org/never-pushed"]
