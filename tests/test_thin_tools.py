@@ -94,3 +94,15 @@ def test_evaluated_model_of_trained_new_and_older_eval_only_runs(tmp_path):
     )
     assert evaluated_model(str(older), {"eval_only": True}) == (str(trained), 10)
     assert evaluated_model(str(tmp_path / "bare"), {"eval_only": True}) == (str(tmp_path / "bare"), None)
+
+
+
+def test_help_examples_keep_their_line_continuations():
+    """A docstring shown by --help whose example ends a line with a backslash must be raw: in a plain
+    string the backslash and newline vanish and the two lines run together."""
+    for name in sorted(n for n in os.listdir(TOOLS) if n.endswith(".py")):
+        source = open(os.path.join(TOOLS, name), encoding="utf-8").read()
+        before, _, rest = source.partition('"""')
+        doc_source = rest.partition('"""')[0]
+        if any((len(line) - len(line.rstrip("\\"))) % 2 for line in doc_source.splitlines()):  # odd: joins
+            assert before.endswith("r"), f"tools/{name}: make its docstring raw (r\"\"\")"

@@ -1,4 +1,4 @@
-"""Write a prompt ensemble (clip_prompts/<DATASET>.json) with an OpenAI-compatible chat endpoint.
+r"""Write a prompt ensemble (clip_prompts/<DATASET>.json) with an OpenAI-compatible chat endpoint.
 
     export OPENAI_API_KEY=...  OPENAI_MODEL=gpt-4o            # OPENAI_BASE_URL for other servers
     python tools/generate_prompts.py --dataset-name MyData --modality "chest X-ray" \

@@ -1,4 +1,4 @@
-"""Apply a trained run to new images: class probabilities and the top-1 label, one row per image.
+r"""Apply a trained run to new images: class probabilities and the top-1 label, one row per image.
 
     python tools/predict.py --run-dir output/btmri/shots_16/BiomedCoOp_BiomedCLIP/nctx4_cscFalse_ctpend/seed1 \
         scan1.png more_scans/ --out predictions.csv

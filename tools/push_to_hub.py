@@ -1,4 +1,4 @@
-"""Share learned weights on the Hugging Face Hub, with a model card that carries the results.
+r"""Share learned weights on the Hugging Face Hub, with a model card that carries the results.
 
     python tools/push_to_hub.py output/btmri/shots_4/BiomedCoOp_BiomedCLIP/nctx4_cscFalse_ctpend/seed1 \
         --repo my-org/biomedcoop-btmri-k4-seed1
