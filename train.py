@@ -255,14 +255,14 @@ def trial_load_epoch(args: argparse.Namespace, cfg) -> None:
 
 
 def main(argv=None) -> int:
-    from engine import distributed, preempt
+    from engine import preempt  # no torch: --help stays instant
 
     preempt.install()  # SIGUSR2 (SLURM's pre-termination warning): finish the epoch, save, exit resumable
     args = parse_args(argv)
     try:
         cfg = setup_cfg(args)
         trial_load_epoch(args, cfg)
-        if distributed.is_distributed():
+        if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:  # started by torchrun (engine/distributed.py)
             return distributed_main(args, cfg)
         if cfg.TEST.DATASET and not args.eval_only:
             raise UserError(f"TEST.DATASET {cfg.TEST.DATASET} scores a trained run on another dataset: pass "

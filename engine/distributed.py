@@ -75,8 +75,8 @@ def any_rank(flag: bool) -> bool:
     """True on every process when it is true on any (a decision all must take together)."""
     if not dist.is_initialized():
         return flag
-    value = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    value = torch.tensor([1.0 if flag else 0.0], device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)  # nccl reduces CUDA tensors only
     return bool(value.item())
 
 
