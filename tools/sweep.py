@@ -82,10 +82,8 @@ def parse_args(argv):
     g.add_argument("--cpus", type=int, default=8, help="CPUs per job (default 8)")
     g.add_argument("--mem-gb", type=int, default=0, help="memory per job in GB (default: the cluster's)")
     g.add_argument("--max-concurrent", type=int, default=0, help="jobs of the array running at once (0 = no cap)")
-    g.add_argument("--gpus-per-job", type=int, default=0, help="train each pixel-path run (CLIP-LoRA, CLIP-SVD, "
-                   "EviSteer, MaPLe, BiomedDPT) on N GPUs under torchrun; jobs ask for N GPUs (docs/cluster.md)")
-    g.add_argument("--signal-delay", type=int, help="seconds before --time that SLURM sends SIGUSR2: the run "
-                   "saves at its epoch end and the job requeues (default submitit's 90; docs/cluster.md)")
+    g.add_argument("--gpus-per-job", type=int, default=0, help="pixel-path runs train on N GPUs under torchrun")
+    g.add_argument("--signal-delay", type=int, help="seconds before --time that SIGUSR2 comes (default 90): requeue")
     g.add_argument("--slurm-extra", nargs="*", default=[], metavar="KEY=VALUE", help="more SLURM parameters")
     g.add_argument("--cluster", choices=["slurm", "local"], default="slurm",
                    help="local = submitit's local executor: try a SLURM set-up on one machine")
