@@ -58,23 +58,26 @@ def source_run(run: Run, by_path: dict[str, Run]) -> Run | None:
     return run_from_record(folder, record) if record is not None else None
 
 
-def hm_cell(id_runs: dict[int, Run], ood_runs: dict[str, dict[int, Run]], seeds: list[int]) -> Cell:
+def hm_cell(id_runs: dict[int, Run], ood_runs: dict[str, dict[int, Run]], seeds: list[int], label: str = "") -> Cell:
     """Mean ± std over seeds of the per-seed HM of ID and the mean over targets (seeds with all of them)."""
     both = [s for s in seeds if s in id_runs and all(s in by_seed for by_seed in ood_runs.values())]
     values = [harmonic_mean(id_runs[s].accuracy, mean([by_seed[s].accuracy for by_seed in ood_runs.values()]))
               for s in both]
     absent = [str(s) for s in seeds if s not in both]
     return Cell(mean(values) if values else None, pstd(values) if values else None, len(values), len(seeds),
-                missing=[f"HM: seed {', '.join(absent)} lacks the source run or a target"] if absent else [])
+                missing=[f"{label} HM: seed {', '.join(absent)} lacks the source run or a target".lstrip()]
+                if absent else [])
 
 
 def dg_rows(runs: list[Run], seeds: list[int] | None = None) -> list[DGRow]:
     """One row per (row name, model, K, source) of the DG runs among `runs`, sorted as the other tables."""
     by_path = {os.path.normpath(os.path.abspath(r.path)): r for r in runs}
     groups: dict[tuple, list[Run]] = {}
+    source_targets: dict[str, set[str]] = {}  # every target any row of a source was tested on
     for run in runs:
         if run.task == "dg":
             groups.setdefault((row_name(run), run.backbone, run.shots, run.identity.task), []).append(run)
+            source_targets.setdefault(run.identity.task, set()).add(run.dataset)
     rows = []
     for (name, backbone, shots, source), group in sorted(
         groups.items(), key=lambda kv: (kv[0][3], method_sort_key(kv[0][0]), kv[0][1], kv[0][2])
@@ -84,6 +87,9 @@ def dg_rows(runs: list[Run], seeds: list[int] | None = None) -> list[DGRow]:
         for run in group:
             per_target.setdefault(run.dataset, []).append(run)
         targets = sorted(per_target)
+        # OOD and HM over the table's targets: a row run on fewer (TARGETS=...) is incomplete, not averaged
+        # over a subset of its own
+        all_targets = sorted(source_targets[source])
         label = f"{name}_{backbone} K={shots} {source}"
         sources = {r.path: source_run(r, by_path) for r in group if r.ok}
         id_runs: dict[int, Run] = {}
@@ -92,9 +98,10 @@ def dg_rows(runs: list[Run], seeds: list[int] | None = None) -> list[DGRow]:
             if found is not None and found.ok:
                 id_runs.setdefault(run.seed, found)
         id_cell = seed_cell(list(id_runs.values()), grid, f"{label} in-distribution")
-        ood = average_cell(per_target, targets, grid, f"{label} target")
-        firsts = {t: {r.seed: r for r in sorted(rs, key=lambda r: r.path) if r.ok} for t, rs in per_target.items()}
-        rows.append(DGRow(name, backbone, shots, source, id_cell, ood, hm_cell(id_runs, firsts, grid),
+        ood = average_cell(per_target, all_targets, grid, f"{label} target")
+        firsts = {t: {r.seed: r for r in sorted(per_target.get(t, []), key=lambda r: r.path) if r.ok}
+                  for t in all_targets}
+        rows.append(DGRow(name, backbone, shots, source, id_cell, ood, hm_cell(id_runs, firsts, grid, label),
                           {t: seed_cell(per_target[t], grid, f"{label} {t}") for t in targets}))
     return rows
 

@@ -227,3 +227,27 @@ def test_dg_script_for_a_head_method_and_biomedcoop(dg_root, tmp_path, folder):
     run = tmp_path / "output" / "btmri_p" / "shots_2" / f"{method}_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend_from_btmri"
     record = json.load(open(run / "seed1" / "results.json"))
     assert record["protocol"] == "dg" and record["target"] == "BTMRI-P" and record["total"] == 16
+
+
+def test_a_row_missing_a_target_is_flagged_not_averaged_over_fewer(tmp_path):
+    """OOD is the mean over the table's targets: a row run on a subset (TARGETS=...) is marked incomplete,
+    with the missing target named, instead of passing off a mean over fewer targets."""
+    from results.domain_generalization import dg_rows
+    from results.records import scan
+
+    for method, targets in (("CoOp", ("BRISC", "BTMRI-S")), ("GDA", ("BRISC",))):
+        run = os.path.join("shots_2", f"{method}_TinyBiomedCLIP")
+        source = str(tmp_path / "btmri" / run / "nctx4_cscFalse_ctpend" / "seed1")
+        write_record(source, method=method, dataset="BTMRI", seed=1, eval_only=False, accuracy=80.0,
+                     config={"SEED": 1})
+        for target in targets:
+            write_record(str(tmp_path / target.lower() / run / "nctx4_cscFalse_ctpend_from_btmri" / "seed1"),
+                         method=method, dataset=target, seed=1, eval_only=True, accuracy=60.0, protocol="dg",
+                         source="BTMRI", target=target, label="from_btmri",
+                         config={"SEED": 1, "TEST.DATASET": target.lower(), "run.eval_only": True,
+                                 "run.model_dir": source})
+    rows = {r.method: r for r in dg_rows(scan(str(tmp_path)))}
+    assert rows["CoOp"].ood.complete and rows["CoOp"].hm.n == 1
+    gda = rows["GDA"]
+    assert not gda.ood.complete and any("BTMRI-S" in m for m in gda.ood.missing)
+    assert gda.hm.n == 0 and gda.hm.missing
