@@ -4,6 +4,8 @@ submission, the encoding job builds no trainer, and a user's mistakes get one li
 import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 import sweep
@@ -165,3 +167,12 @@ def test_a_failure_the_sweep_recorded_counts_for_the_same_request_only(tmp_path)
     assert failed.state == "failed" and failed.logs == [log] and failed.log_tail == [open(log).read().strip()]
     (other,) = plan.plan_units({**g, "extra_opts": "OPTIM.MAX_EPOCH 3"})  # the same unit id, other settings
     assert other.id == unit.id and state.unit_status(sweep_dir, other).state == "pending"
+
+
+def test_a_dry_run_piped_into_a_reader_that_stops_prints_no_traceback(tmp_path):
+    """`tools/sweep.py ... --dry-run | head`: the listing stops quietly when its reader does."""
+    tool = os.path.join(REPO, "tools", "sweep.py")
+    line = (f"{sys.executable} {tool} --root DATA --methods CoOp --datasets btmri --shots 2 --seeds 1 "
+            f"--models TinyBiomedCLIP --output-root {tmp_path} --dry-run | true")
+    proc = subprocess.run(["bash", "-c", line], capture_output=True, text=True, cwd=REPO)
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
