@@ -16,6 +16,21 @@ the clinical context with zero visual prompts in every image block (no image-tow
 BiomedCoOp's step is the toolkit's: cached image features and trimmed prompts
 (benchmarks/bench_biomedcoop_step.py). The papers train at batch 32 (BiomedCoOp and MaPLe at 4);
 the default batch of 8 keeps a CPU run to minutes. Prints medians and ratios.
+
+--whole (MaPLe, EviSteer, BiomedDPT and BiomedCoOp) also projects a whole 16-shot BTMRI-size run
+(4 classes x 16 shots = 64 training images, 1,717 test images) from measured parts, each method's
+step then timed at its own config's batch size:
+
+    steps (the config's epochs x 64 // batch, the last short batch dropped) x one step
+    + 1,717 x seconds per test image (the method's image pass, eval mode, no grad, --test-batch images)
+    [BiomedCoOp: + (64 x epochs views + 1,717) x seconds per image-tower pass, its one-off feature
+     extraction; its test logits on cached features are left out (a matrix product per batch)]
+
+Not counted: building the model, data loading and augmentation, checkpoints, and the once-per-test
+class-prompt pass. CLIP-LoRA (500 iterations per shot at batch 32) and CLIP-SVD (batch 32) are
+not projected: one of their steps at batch 32 takes minutes on 2 CPU cores.
+
+    python benchmarks/bench_tower_tuning.py --whole --methods MaPLe EviSteer BiomedDPT --repeats 1
 """
 
 from __future__ import annotations
@@ -35,6 +50,49 @@ from timing import median_time  # noqa: E402
 
 CLASSES = ["glioma tumor", "meningioma tumor", "pituitary tumor", "normal brain"]
 METHODS = ("BiomedCoOp", "CLIPLoRA", "CLIPSVD", "MaPLe", "EviSteer", "BiomedDPT")
+WHOLE = ("BiomedCoOp", "MaPLe", "EviSteer", "BiomedDPT")  # the methods --whole projects
+TRAIN_IMAGES = 16 * len(CLASSES)  # 16 shots of BTMRI's 4 classes
+TEST_IMAGES = 1717  # BTMRI's test split
+CONFIGS = {"BiomedCoOp": "configs/trainers/BiomedCoOp/few_shot/btmri.yaml",
+           "CLIPLoRA": "configs/trainers/CLIPLoRA/default.yaml",
+           "CLIPSVD": "configs/trainers/CLIPSVD/few_shot/btmri.yaml",
+           "MaPLe": "configs/trainers/MaPLe/default.yaml",
+           "EviSteer": "configs/trainers/EviSteer/default.yaml",
+           "BiomedDPT": "configs/trainers/BiomedDPT/few_shot/btmri.yaml"}
+
+
+def method_cfg(method: str, root: str, device: str):
+    """The method's config as its few-shot script builds it (BTMRI, 16 shots), with random weights."""
+    import train
+
+    repo = _bootstrap.REPO
+    return train.setup_cfg(train.parse_args([
+        "--root", root, "--seed", "1", "--trainer", f"{method}_BiomedCLIP", "--output-dir", os.path.join(root, "out"),
+        "--dataset-config-file", os.path.join(repo, "configs/datasets/btmri.yaml"),
+        "--config-file", os.path.join(repo, CONFIGS[method]),
+        "MODEL.BACKBONE.PRETRAINED", "False", "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0",
+        "USE_CUDA", str(device == "cuda"),
+    ]))
+
+
+def run_plan(cfg) -> dict:
+    """Epochs, batch size and training steps of a 16-shot BTMRI run under this config."""
+    batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
+    epochs = cfg.OPTIM.MAX_EPOCH
+    return {"epochs": epochs, "run_batch": batch, "steps": epochs * (TRAIN_IMAGES // batch)}
+
+
+def per_image(fn, images, repeats: int, device: str) -> float:
+    """Seconds per image of fn(images), eval mode and no grad, median of `repeats` calls after a warm-up."""
+    import torch
+
+    def call():
+        with torch.no_grad():
+            fn(images)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return median_time(call, repeats) / len(images)
 
 
 def rss_mib(field: str) -> float:
@@ -52,30 +110,19 @@ def tower_method(method: str, args) -> dict:
 
     import backbones  # noqa: F401
     import datasets  # noqa: F401
-    import train
     import trainers  # noqa: F401
     from engine.trainer import build_trainer
 
     root = tempfile.mkdtemp(prefix="bench_tower_")
     write_dataset(root, "BTMRI", per_class=8, size=32)
-    config = {"CLIPLoRA": "configs/trainers/CLIPLoRA/default.yaml",
-              "CLIPSVD": "configs/trainers/CLIPSVD/few_shot/btmri.yaml",
-              "MaPLe": "configs/trainers/MaPLe/default.yaml",
-              "EviSteer": "configs/trainers/EviSteer/default.yaml",
-              "BiomedDPT": "configs/trainers/BiomedDPT/few_shot/btmri.yaml"}[method]
-    repo = _bootstrap.REPO
-    cfg = train.setup_cfg(train.parse_args([
-        "--root", root, "--seed", "1", "--trainer", f"{method}_BiomedCLIP", "--output-dir", os.path.join(root, "out"),
-        "--dataset-config-file", os.path.join(repo, "configs/datasets/btmri.yaml"),
-        "--config-file", os.path.join(repo, config),
-        "MODEL.BACKBONE.PRETRAINED", "False", "DATASET.NUM_SHOTS", "4", "DATALOADER.NUM_WORKERS", "0",
-        "USE_CUDA", str(args.device == "cuda"),
-    ]))
+    cfg = method_cfg(method, root, args.device)
+    plan = run_plan(cfg) if args.whole else {}
+    size = plan.get("run_batch", args.batch)  # --whole: the step at the config's own batch size
     start = time.perf_counter()
     trainer = build_trainer(cfg)
     build_s = time.perf_counter() - start
     torch.manual_seed(0)
-    batch = {"img": torch.randn(args.batch, 3, 224, 224), "label": torch.arange(args.batch) % len(CLASSES)}
+    batch = {"img": torch.randn(size, 3, 224, 224), "label": torch.arange(size) % len(CLASSES)}
     after_build = rss_mib("VmRSS")
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -89,7 +136,14 @@ def tower_method(method: str, args) -> dict:
 
     learned = trainer.prompt_learner if method in ("MaPLe", "BiomedDPT") else trainer.learned
     out = {"step_s": median_time(step, args.repeats), "build_s": build_s, "rss_after_build": after_build,
-           "learned": sum(p.numel() for p in learned.parameters())}
+           "learned": sum(p.numel() for p in learned.parameters()), "batch": size, **plan}
+    if args.whole:
+        trainer.set_model_mode("eval")
+        with torch.no_grad():
+            if method == "EviSteer":
+                trainer.class_text_features()  # once per test: the image gates read the text's confidence
+        images = torch.randn(args.test_batch, 3, 224, 224)
+        out["test_s"] = per_image(lambda x: trainer.image_features({"img": x}), images, args.repeats, args.device)
     if method == "EviSteer":
         # share of all values (frozen model + steering); the public code also builds and counts a module
         # for block 0 that it never calls: one more block's worth
@@ -131,12 +185,20 @@ def biomedcoop_cached(args) -> dict:
     import torch.nn.functional as F
 
     import backbones  # noqa: F401
+    import datasets  # noqa: F401
+    import trainers  # noqa: F401
     from engine.config import get_cfg_default
     from engine.registry import BACKBONE_REGISTRY
     from trainers.biomedcoop import kdsp_loss, sccm_loss
     from trainers.prompt_bank import prompt_scores, select_prompts
     from trainers.prompt_learner import PromptLearner
 
+    plan = {}
+    if args.whole:
+        root = tempfile.mkdtemp(prefix="bench_tower_")
+        plan = run_plan(method_cfg("BiomedCoOp", root, args.device))
+        shutil.rmtree(root, ignore_errors=True)
+    size = plan.get("run_batch", args.batch)
     torch.manual_seed(0)
     cfg = get_cfg_default()
     cfg.MODEL.BACKBONE.PRETRAINED = False
@@ -146,9 +208,9 @@ def biomedcoop_cached(args) -> dict:
     build_s = time.perf_counter() - start
     bank = F.normalize(torch.randn(len(CLASSES), 50, bb.embed_dim, device=args.device), dim=-1)
     mean = F.normalize(bank.mean(1), dim=-1)
-    labels = torch.arange(args.batch, device=args.device) % len(CLASSES)
+    labels = torch.arange(size, device=args.device) % len(CLASSES)
     with torch.no_grad():
-        cached = bb.encode_image(torch.randn(args.batch, 3, 224, 224, device=args.device))
+        cached = bb.encode_image(torch.randn(size, 3, 224, 224, device=args.device))
     after_build = rss_mib("VmRSS")
     optim = torch.optim.SGD([learner.ctx], lr=0.0025, momentum=0.9)
     if args.device == "cuda":
@@ -171,7 +233,10 @@ def biomedcoop_cached(args) -> dict:
             torch.cuda.synchronize()
 
     out = {"step_s": median_time(step, args.repeats), "build_s": build_s, "rss_after_build": after_build,
-           "learned": learner.ctx.numel()}
+           "learned": learner.ctx.numel(), "batch": size, **plan}
+    if args.whole:  # one image-tower pass: the feature extraction's unit, also what a test image costs
+        images = torch.randn(args.test_batch, 3, 224, 224, device=args.device)
+        out["test_s"] = per_image(bb.encode_image, images, args.repeats, args.device)
     if args.device == "cuda":
         out["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out
@@ -194,16 +259,24 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--methods", nargs="+", choices=METHODS[1:], default=list(METHODS[1:]),
                    help="the pixel-path methods to time (BiomedCoOp's cached step is always the baseline)")
+    p.add_argument("--whole", action="store_true",
+                   help="also project a whole 16-shot BTMRI-size run of MaPLe, EviSteer, BiomedDPT and BiomedCoOp "
+                        "(each step then at its config's batch size)")
+    p.add_argument("--test-batch", type=int, default=4, help="images per timed test pass (--whole)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         return child(args)
+    with open("/proc/loadavg", encoding="utf-8") as f:
+        load_start = f.read().split()[:3]
+    wall = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     results = {}
     for method in ("BiomedCoOp", *args.methods):
         proc = subprocess.run(
             [sys.executable, os.path.abspath(__file__), "--child", method, "--batch", str(args.batch),
-             "--repeats", str(args.repeats), "--device", args.device],
+             "--repeats", str(args.repeats), "--device", args.device, "--test-batch", str(args.test_batch),
+             *(["--whole"] if args.whole else [])],
             capture_output=True, text=True, env=env,
         )
         line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
@@ -212,10 +285,11 @@ def main(argv=None) -> int:
             return 1
         results[method] = json.loads(line[len("RESULT "):])
     base = results["BiomedCoOp"]
+    batch = "each config's own batch" if args.whole else f"batch={args.batch}"
     print(f"full-size BiomedCLIP (random weights), device={args.device}, threads={base['threads']}, "
-          f"batch={args.batch}, {len(CLASSES)} classes, median of {args.repeats} steps after one warm-up")
+          f"{batch}, {len(CLASSES)} classes, median of {args.repeats} steps after one warm-up")
     mem = "peak CUDA MiB" if args.device == "cuda" else "peak RSS MiB (after build)"
-    print(f"{'method':<26}{'learned':>10}{'step s':>10}{'x cached':>10}   {mem}")
+    print(f"{'method':<26}{'learned':>10}{'batch':>6}{'step s':>10}{'x cached':>10}   {mem}")
     labels = {"BiomedCoOp": "BiomedCoOp (cached step)", "CLIPLoRA": "CLIP-LoRA", "CLIPSVD": "CLIP-SVD",
               "MaPLe": "MaPLe (depth 9)", "EviSteer": "EviSteer (pixels)", "BiomedDPT": "BiomedDPT (pixels)"}
     for method, r in results.items():
@@ -224,7 +298,7 @@ def main(argv=None) -> int:
         else:
             memory = f"{r['peak_rss']:.0f} ({r['rss_after_build']:.0f})"
         ratio = r["step_s"] / base["step_s"]
-        print(f"{labels[method]:<26}{r['learned']:>10,}{r['step_s']:>10.3f}{ratio:>10.1f}   {memory}")
+        print(f"{labels[method]:<26}{r['learned']:>10,}{r['batch']:>6}{r['step_s']:>10.3f}{ratio:>10.1f}   {memory}")
     svd = results.get("CLIPSVD")
     if svd and "CLIPLoRA" in results:
         print(f"CLIP-SVD set-up (factorising 144 matrices once, within the trainer build): {svd['build_s']:.1f}s "
@@ -241,7 +315,36 @@ def main(argv=None) -> int:
 
         print(f"EviSteer share of trainable values: {share(evi['learned'])} (blocks 1-11 of both towers); "
               f"counting the public code's never-called block-0 module: {share(evi['code_count'])}")
+    if args.whole:
+        print_whole(results, labels, args)
+    with open("/proc/loadavg", encoding="utf-8") as f:
+        load_end = f.read().split()[:3]
+    print(f"benchmark wall time {time.perf_counter() - wall:.0f} s; load average (1/5/15 min) "
+          f"{' '.join(load_start)} at the start, {' '.join(load_end)} at the end")
     return 0
+
+
+def print_whole(results: dict, labels: dict, args) -> None:
+    """The whole-run projection of each --whole method, its formula written out with the measured parts."""
+    print(f"\nwhole 16-shot BTMRI-size run, projected: {TRAIN_IMAGES} training images, {TEST_IMAGES:,} test images "
+          f"(per-image test time measured on {args.test_batch} images; build, data loading and checkpoints "
+          f"not counted)")
+    for method, r in results.items():
+        if method not in WHOLE:
+            print(f"{labels[method]:<26}not projected (its batch-32 step takes minutes on a CPU)")
+            continue
+        train_s = r["steps"] * r["step_s"]
+        steps = (f"{r['steps']:,} steps ({r['epochs']} epochs x {TRAIN_IMAGES // r['run_batch']} of batch "
+                 f"{r['run_batch']}) x {r['step_s']:.3f} s")
+        if method == "BiomedCoOp":
+            passes = TRAIN_IMAGES * r["epochs"] + TEST_IMAGES  # one cached view per image per epoch
+            total = train_s + passes * r["test_s"]
+            formula = (f"{steps} + ({TRAIN_IMAGES} x {r['epochs']} views + {TEST_IMAGES:,}) = {passes:,} "
+                       f"image passes x {r['test_s']:.3f} s")
+        else:
+            total = train_s + TEST_IMAGES * r["test_s"]
+            formula = f"{steps} + {TEST_IMAGES:,} test images x {r['test_s']:.3f} s"
+        print(f"{labels[method]:<26}{total:>9,.0f} s = {total / 3600:.2f} h   = {formula}")
 
 
 if __name__ == "__main__":
