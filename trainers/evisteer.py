@@ -226,14 +226,7 @@ class EviSteer(TowerTuningTrainer):
         # The regulariser in fp32 (digamma / lgamma), outside autocast, as the public code casts it.
         loss_kl = evisteer_kl(image_alphas, text_alphas) if self.steered else loss_ce.new_zeros(())
         loss = loss_ce + self.method_cfg.KL_WEIGHT * loss_kl
-        optim, sched = self._optims[self.model_name], self._scheds[self.model_name]
-        self.detect_anomaly(loss)
-        optim.zero_grad()
-        self.scaler.scale(loss).backward()
-        self.sync_gradients()  # under torchrun: the whole batch's gradient
-        self.scaler.step(optim)
-        self.scaler.update()
-        sched.step()
+        self.step_on(loss)
         self._image_alphas = None
         return {"loss": loss.item(), "loss_ce": loss_ce.item(), "loss_kl": loss_kl.item(),
                 "acc": (logits.argmax(1) == labels).float().mean().item() * 100}

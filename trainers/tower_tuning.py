@@ -286,6 +286,11 @@ class TowerTuningTrainer(TrainerX):
             text = self.class_text_features()
             logits = self.logits(self.backbone.encode_image(images), text)
             loss = F.cross_entropy(logits, labels)
+        self.step_on(loss)
+        return {"loss": loss.item(), "acc": (logits.argmax(1) == labels).float().mean().item() * 100}
+
+    def step_on(self, loss: torch.Tensor) -> None:
+        """One optimiser and scheduler step on `loss` (scaled for fp16; averaged over processes under torchrun)."""
         optim, sched = self._optims[self.model_name], self._scheds[self.model_name]
         self.detect_anomaly(loss)
         optim.zero_grad()
@@ -294,7 +299,6 @@ class TowerTuningTrainer(TrainerX):
         self.scaler.step(optim)
         self.scaler.update()
         sched.step()
-        return {"loss": loss.item(), "acc": (logits.argmax(1) == labels).float().mean().item() * 100}
 
     # ----- evaluation ---------------------------------------------------------------------------------
     @torch.no_grad()
