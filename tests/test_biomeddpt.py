@@ -4,12 +4,10 @@ learner (learned leading words of the template, clear errors for a template that
 import json
 import math
 import os
-import shlex
-import subprocess
-import sys
 
 import pytest
 import torch
+from script_runs import run_script_in_process
 
 import train
 from engine.errors import UserError
@@ -145,18 +143,8 @@ def test_checkpoint_holds_only_the_context_and_reloads_to_the_same_accuracy(synt
 
 
 def run_script(script, args, cwd, monkeypatch):
-    """The script's own train.py commands (PRINT_RUNS=1 lists them), each run in this process: the same
-    runs as `bash scripts/biomeddpt/...` without a Python start-up per run."""
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "PRINT_RUNS": "1",
-           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAINER.BIOMEDDPT.N_PROMPTS 5"}
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts/biomeddpt", script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    commands = [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert commands and all(c[1] == os.path.join(REPO, "train.py") for c in commands)
-    monkeypatch.chdir(cwd)
-    for command in commands:
-        assert train.main(command[2:]) == 0, command
+    opts = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0 TRAINER.BIOMEDDPT.N_PROMPTS 5"
+    run_script_in_process(f"scripts/biomeddpt/{script}", args, cwd, monkeypatch, opts)
 
 
 def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path, monkeypatch):

@@ -4,13 +4,11 @@ values; the steering modules' shapes, zero start and parameter count."""
 import json
 import math
 import os
-import shlex
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from script_runs import run_script_in_process
 
 import train
 from engine.errors import UserError
@@ -199,18 +197,8 @@ def test_full_size_steering_count_at_biomedclip_widths():
 
 
 def run_script(script, args, cwd, monkeypatch):
-    """The script's own train.py commands (PRINT_RUNS=1 lists them), each run in this process: the same
-    runs as `bash scripts/evisteer/...` without a Python start-up per run."""
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "PRINT_RUNS": "1",
-           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"}
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts/evisteer", script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    commands = [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()]
-    assert commands and all(c[1] == os.path.join(REPO, "train.py") for c in commands)
-    monkeypatch.chdir(cwd)
-    for command in commands:
-        assert train.main(command[2:]) == 0, command
+    opts = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"
+    run_script_in_process(f"scripts/evisteer/{script}", args, cwd, monkeypatch, opts)
 
 
 def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path, monkeypatch):
