@@ -45,6 +45,8 @@ PATCH_CHUNK = 2048
 # run's peak from 1.9 GB (model built) to 2.69 GB; 25 at a time, to 2.16 GB (benchmarks/run_all.py, section
 # 6, 2 busy cores). A GPU takes the whole batch: its speed needs it, and GPU memory is not the process's.
 CPU_TOWER_CHUNK = 25
+# Torch threads for decoding and cropping in this process (loader workers use one each already).
+DECODE_THREADS = 1
 
 
 class PatchViews:
@@ -255,8 +257,11 @@ class FeatureCache:
         threads = ExtractionThreads(self.threads if not cuda else torch.get_num_threads(), len(jobs),
                                     key=backbone.name, log=get_logger().info)
         # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
-        # randomness the same whether its features were cached or computed just now.
-        with torch.random.fork_rng(devices=[]), eval_mode(backbone):
+        # randomness the same whether its features were cached or computed just now. Images decoded in
+        # this process (no workers) are cropped and normalised at one thread: on 2 loaded cores a
+        # 2-thread pool made those tiny elementwise operations 40 ms per image against 1.5 ms at one
+        # (same values: elementwise). Each tower call sets its own count.
+        with torch.random.fork_rng(devices=[]), eval_mode(backbone), torch_threads(DECODE_THREADS):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
                 pixels = images.to(self.device, non_blocking=cuda)
                 parts = []

@@ -205,3 +205,45 @@ def test_a_pixel_method_keeps_its_image_tower(synthetic_btmri, tmp_path):
     trainer = build_trainer(train.setup_cfg(train.parse_args(args)))
     trainer.before_train()
     assert all(p.numel() > 0 for p in trainer.backbone.image_tower.parameters())
+
+
+def test_extraction_decodes_at_one_thread_and_runs_the_tower_at_its_own_count(synthetic_btmri, tiny_biomedclip,
+                                                                               tmp_path, monkeypatch):
+    """Images decoded in the extracting process are cropped at DECODE_THREADS (a 2-thread pool on busy
+    cores made those tiny operations many times slower); the tower keeps TRAIN.THREADS' count, the
+    caller's count is put back, and the features are those of the plain transform + tower."""
+    from engine import features
+    from engine.config import get_cfg_default
+    from engine.data import DataManager, build_transform, transform_spec
+    from engine.features import FeatureCache
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs/datasets/btmri.yaml"))
+    cfg.DATASET.ROOT, cfg.DATALOADER.NUM_WORKERS = synthetic_btmri, 0
+    items = DataManager(cfg).dataset.test[:12]
+    tfm, spec = build_transform(cfg, False), transform_spec(cfg, False)
+    seen = {"decode": set(), "tower": set()}
+
+    def transform(img):
+        seen["decode"].add(torch.get_num_threads())
+        return tfm(img)
+
+    encode = tiny_biomedclip.encode_image
+
+    def counted(x):
+        seen["tower"].add(torch.get_num_threads())
+        return encode(x)
+
+    monkeypatch.setattr(tiny_biomedclip, "encode_image", counted)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        feats = FeatureCache(str(tmp_path / "cache"), tiny_biomedclip, torch.device("cpu"), batch_size=5, workers=0,
+                             threads="2").get(items, transform, spec)[0]
+        after = torch.get_num_threads()
+        with torch.no_grad():
+            expected = encode(torch.stack([tfm(features.read_image(d.impath)) for d in items]))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"decode": {features.DECODE_THREADS}, "tower": {2}} and after == 2
+    assert torch.allclose(feats, expected.float(), atol=1e-6)
