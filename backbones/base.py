@@ -83,6 +83,15 @@ class Backbone(nn.Module):
         """Encode a sequence of token embeddings; `ids` gives the mask / end-of-text positions."""
         raise NotImplementedError
 
+    def text_pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        """Where the text tower pools: for each row of `ids` (as encode_text and encode_text_embeddings
+        get them), the index of the one token whose last-block state, through the family's final norm
+        and projection, is the text feature; shape (N,), long. BERT-style towers: 0 ([CLS]); CLIP's:
+        the end-of-text token; SigLIP's: the last position. Methods that read a tower's per-token state
+        at its pooled token (EviSteer) use this; a tower that pools over many tokens (mean, max) raises
+        TowerUnsupported saying so, and `tower_hooks.pooled_positions` turns that into one line."""
+        raise TowerUnsupported("does not say which token it pools")
+
     def encode_prompts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
         """Unnormalised features of plain text prompts, in trimmed batches."""
         out = []

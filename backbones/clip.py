@@ -169,6 +169,18 @@ class TextTransformerCLIP(Backbone):
             return text.text_projection(x)
         return x @ text.text_projection
 
+    def text_pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        # The rows text_global_pool reads for each of open_clip's pool types.
+        _, pool, eos_id = _text_pieces(self.model)
+        if pool == "argmax":  # OpenAI's BPE: the end-of-text token has the largest id
+            return ids.argmax(dim=-1)
+        if pool == "eos":
+            return (ids == eos_id).int().argmax(dim=-1)
+        if pool in ("first", "last"):
+            return torch.full((ids.shape[0],), 0 if pool == "first" else ids.shape[1] - 1, dtype=torch.long,
+                              device=ids.device)
+        raise TowerUnsupported(f"has pool type '{pool}', which reads no single token")
+
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale.exp()

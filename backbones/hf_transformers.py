@@ -176,14 +176,17 @@ class HFDualEncoder(Backbone):
             mask = torch.full((length, length), torch.finfo(hidden.dtype).min, device=hidden.device,
                               dtype=hidden.dtype).triu(1)[None, None]
         hidden = text.final_layer_norm(text.encoder(inputs_embeds=hidden, attention_mask=mask).last_hidden_state)
+        where = self.text_pool_positions(ids).to(hidden.device)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), where]
+        return text.head(pooled) if self.kind == "siglip" else self.model.text_projection(pooled)
+
+    def text_pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        # transformers' own rules: SigLIP the last position, CLIP the end-of-text token (legacy: largest id).
         if self.kind == "siglip":
-            return text.head(hidden[:, -1])
+            return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
         if self.legacy_eos:
-            where = ids.argmax(dim=-1)
-        else:
-            where = (ids == self.pool_eos_id).int().argmax(dim=-1)
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), where.to(hidden.device)]
-        return self.model.text_projection(pooled)
+            return ids.argmax(dim=-1)
+        return (ids == self.pool_eos_id).int().argmax(dim=-1)
 
     @property
     def logit_scale(self) -> torch.Tensor:

@@ -40,7 +40,7 @@ from backbones.base import (
     safe_name,
 )
 from backbones.clip import TextTransformerCLIP, open_clip_image_layers, open_clip_image_tokens
-from backbones.tower_hooks import TowerLayers
+from backbones.tower_hooks import TowerLayers, TowerUnsupported
 from backbones.twins import TINY_VIT, bert_folder, register_tiny_vit, seeded, toy_vocab
 from backbones.weights import load_weights
 from engine.errors import UserError
@@ -97,6 +97,14 @@ class HFTextCLIP(Backbone):
         mask = (ids != self.pad_id).long()
         out = text.transformer(inputs_embeds=embeds, attention_mask=mask)
         return text.proj(text.pooler(out, mask))
+
+    def text_pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        # open_clip's class-token poolers name their position; mean and max poolers read every token.
+        pooler = self.model.text.pooler
+        position = getattr(pooler, "cls_token_position", None)
+        if position is None:
+            raise TowerUnsupported(f"pools with {type(pooler).__name__}, over every token instead of one")
+        return torch.full((ids.shape[0],), int(position), dtype=torch.long, device=ids.device)
 
     @property
     def logit_scale(self) -> torch.Tensor:

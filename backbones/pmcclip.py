@@ -106,6 +106,10 @@ class PMCCLIP(Backbone):
         out = self.model.text(inputs_embeds=embeds, attention_mask=(ids != self.pad_id).long())
         return out.pooler_output @ self.model.text_projection
 
+    def text_pool_positions(self, ids: torch.Tensor) -> torch.Tensor:
+        # BERT's pooler (tanh of a dense layer) reads [CLS], the first token.
+        return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+
     @property
     def logit_scale(self) -> torch.Tensor:
         return self.model.logit_scale

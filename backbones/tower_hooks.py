@@ -91,6 +91,17 @@ def require(backbone, method: str, needs: Mapping[str, str]) -> dict[str, TowerL
     return found
 
 
+def pooled_positions(backbone, method: str, ids: torch.Tensor) -> torch.Tensor:
+    """`backbone.text_pool_positions(ids)`, or one UserError line naming `method` when the text tower
+    pools over many tokens instead of one."""
+    try:
+        return backbone.text_pool_positions(ids)
+    except TowerUnsupported as err:
+        raise UserError(f"{method} reads the text tower's state at its pooled token, but {backbone.name}'s text "
+                        f"tower {err}; use a backbone whose text tower pools one token (BiomedCLIP, CLIP, PubMedCLIP, "
+                        "HFCLIP, HFSigLIP, or OpenCLIP with a class-token or end-token pooled text tower).") from None
+
+
 def check_layers(hooks: TowerHooks, layers: TowerLayers, tower: str) -> None:
     """Programming errors in a method's hooks: layers out of range, prompts without a layer 0."""
     for kind, table in (("prompts", hooks.prompts), ("steer", hooks.steer)):

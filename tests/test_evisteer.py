@@ -165,6 +165,27 @@ def test_starts_as_the_frozen_model_and_one_step_moves_only_the_steering(synthet
     assert not any(p.requires_grad for p in trainer.backbone.parameters())
 
 
+@pytest.mark.parametrize("model", ["TinyBiomedCLIP", "TinyCLIP", "TinyHFSigLIP"])
+def test_text_confidence_is_read_at_the_token_the_text_tower_pools(synthetic_btmri, tmp_path, model):
+    """BERT-style towers pool [CLS] (token 0), CLIP's the end-of-text token (the largest BPE id),
+    SigLIP's the last position: the recorded text alphas are the steering module's at that token."""
+    trainer = make_trainer(synthetic_btmri, model, tmp_path)
+    ids = trainer.text_ids
+    expected = {"TinyBiomedCLIP": torch.zeros(len(ids), dtype=torch.long), "TinyCLIP": ids.argmax(dim=-1),
+                "TinyHFSigLIP": torch.full((len(ids),), ids.shape[1] - 1)}[model]
+    module = trainer.steering["text"][0]
+    seen = []
+    handle = module.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        trainer.class_text_features()
+    handle.remove()
+    with torch.no_grad():
+        alpha = module.codes(seen[0])[1]
+    assert torch.equal(trainer._text_alphas[0], alpha[torch.arange(len(ids)), expected])
+    # each class prompt has its own confidence (a causal tower's token 0 would give them all the same)
+    assert len({tuple(row.tolist()) for row in trainer._text_alphas[0]}) == len(ids)
+
+
 def test_pmcclip_refuses_in_one_line(synthetic_btmri, tmp_path):
     with pytest.raises(UserError) as err:
         make_trainer(synthetic_btmri, "TinyPMCCLIP", tmp_path)

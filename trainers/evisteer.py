@@ -21,6 +21,14 @@ steered: its block 0 has no steering and the module it builds for it is never ca
 7.5e-4 without weight decay, batch 16, 100 epochs, a cosine with T_max = 400 iterations stepped every
 iteration down to 1e-6, KL weight 1e-4, one prompt "a photo of a {}." per class re-encoded every step.
 docs/two_tower.md lists what was taken from where and the choices made.
+
+One departure: the public code, written for BiomedCLIP alone, reads the text's evidence at token 0,
+which on BiomedCLIP's BERT is [CLS], the token its text tower pools. Here it is read at whatever
+token the backbone's own text tower pools (`Backbone.text_pool_positions`): still token 0 on
+BERT-style towers, so BiomedCLIP's numbers are the code's, but the end-of-text token on CLIP-style
+towers (CLIP, PubMedCLIP, HFCLIP), where token 0 is the start token that the causal mask keeps
+blind to the prompt, and the last position on SigLIP's. A text tower that pools over every token
+(mean or max pooling) is refused.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from yacs.config import CfgNode as CN
 
-from backbones.tower_hooks import TowerHooks, require
+from backbones.tower_hooks import TowerHooks, pooled_positions, require
 from engine.config import register_method_cfg
 from engine.errors import UserError
 from engine.registry import TRAINER_REGISTRY
@@ -178,14 +186,14 @@ class EviSteer(TowerTuningTrainer):
             optim = self._optims[self.model_name]
             self._scheds[self.model_name] = torch.optim.lr_scheduler.CosineAnnealingLR(
                 optim, T_max=mcfg.COSINE_T_MAX, eta_min=mcfg.ETA_MIN)
+        # Where each class prompt's text confidence is read: the token the backbone's text tower pools.
+        self.text_pooled = pooled_positions(self.backbone, "EviSteer", self.text_ids).to(self.device)
 
     # ----- steered passes -----------------------------------------------------------------------------
     def _text_hooks(self) -> TowerHooks:
-        pooled = torch.zeros(len(self.text_ids), dtype=torch.long, device=self.device)  # token 0 ([CLS] in BERT)
-
         def step(i: int, module: TextSteer):
             def update(tokens: torch.Tensor) -> torch.Tensor:
-                delta, self._text_alphas[i] = module(tokens, pooled)
+                delta, self._text_alphas[i] = module(tokens, self.text_pooled)
                 return delta
             return update
 
