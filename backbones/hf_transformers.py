@@ -477,15 +477,15 @@ hf_clip.label = hf_siglip.label = source_label
 
 def gated_weights_error(name: str, hub_id: str, detail: str) -> UserError:
     """The missing-weights error of a gated model: the hub serves its files only to an account that
-    accepted the licence, so the fix starts there (and uses the hub's own client, which sends the token)."""
+    accepted the licence, so the fix starts there (the download tool and the hub's own client send the token)."""
     local = f"WEIGHTS/{safe_name(hub_id)}"
     return UserError(
         f"{name} weights ({hub_id}) are not available on this machine: {detail}.\n"
         f"{hub_id} is gated on the Hugging Face hub. Fix, on a machine with internet:\n"
         f"    1. open https://huggingface.co/{hub_id} while logged in and accept its licence;\n"
         f"    2. run `hf auth login` (or `huggingface-cli login`) with an access token of that account;\n"
-        f"    3. run `hf download {hub_id} --local-dir {local}` (tools/download_weights.py sends no token, "
-        f"so it cannot fetch gated files);\n"
+        f"    3. run `python tools/download_weights.py {hub_id} --dir WEIGHTS` (or `hf download {hub_id} "
+        f"--local-dir {local}`); both send that token;\n"
         f"copy WEIGHTS here, then add `MODEL.BACKBONE.PATH WEIGHTS` to the train.py command (or export "
         f"{WEIGHTS_ENV}=WEIGHTS). After step 2, a first run with internet also fills the Hugging Face cache. "
         f"To try the pipeline without weights, use the offline twin Tiny{name}."

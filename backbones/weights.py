@@ -14,6 +14,13 @@ X-Linked-Etag header on large (LFS) files.
 Base URLs: "{hf}" = $BIOMEDCOOP_HF_ENDPOINT, else $HF_ENDPOINT, else https://huggingface.co;
 "{openai}" = $BIOMEDCOOP_OPENAI_ENDPOINT, else https://openaipublic.azureedge.net. Tests point
 both at a local server.
+
+Requests to the "{hf}" base carry the user's Hugging Face token, found the way huggingface_hub finds
+it (HF_TOKEN, else the file `hf auth login` writes; none with HF_HUB_DISABLE_IMPLICIT_TOKEN), so
+gated models (MedSigLIP) download once their licence is accepted. The token goes to that host only,
+never along a redirect to another host (the hub sends large files from a CDN). When the hub refuses
+a file (HTTP 401/403), `download` stops with one line naming the model and what to do, and removes
+the folders it made in that run.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -63,11 +71,41 @@ class DownloadError(UserError):
         self.status = status
 
 
+class AccessRefused(DownloadError):
+    """The hub answered 401/403: the repository is gated (its licence not accepted by the token's
+    account, or no token), private, or absent. `explain(model)` is the one line the user sees."""
+
+    def __init__(self, url: str, status: int, gated: bool, token_sent: bool):
+        super().__init__(f"{url}: HTTP {status}", status=status)
+        self.url, self.gated, self.token_sent = url, gated, token_sent
+
+    def explain(self, model: str) -> str:
+        page = self.url.split("/resolve/", 1)[0]  # the repository's page on the same hub
+        token = "a token was sent" if self.token_sent else "no Hugging Face token was found"
+        steps = (f"accept its licence on {page} while logged in, run `hf auth login` (or set HF_TOKEN) with a "
+                 "token of that account, then run this command again")
+        if self.gated:
+            return (f"{model} is gated on the Hugging Face hub, which refused the download (HTTP {self.status}, "
+                    f"{token}): {steps}.")
+        invalid = ", or the token is not valid (`hf auth whoami` checks it)" if self.token_sent else ""
+        return (f"the Hugging Face hub refused {self.url} (HTTP {self.status}, {token}): {model} is gated, private "
+                f"or not there{invalid}; check the name, and if it is gated {steps}.")
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     url: str
     path: str  # relative to <DIR>/<Model>/
     sha256: str | None = None
+    hub: bool = False  # on the Hugging Face endpoint: send the user's token
+
+
+def hub_authorization() -> str | None:
+    """The Authorization header huggingface_hub itself would send (HF_TOKEN, else the `hf auth login`
+    token file; None without a token or with HF_HUB_DISABLE_IMPLICIT_TOKEN)."""
+    from huggingface_hub.utils import build_hf_headers
+
+    return build_hf_headers().get("authorization")
 
 
 def endpoints(overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -90,7 +128,7 @@ def family_files(model: str, overrides: dict[str, str] | None = None) -> list[Re
         raise UserError(f"No downloadable weights for '{model}'. Choose from: {', '.join(downloadable_models())} "
                         f"(the Tiny* twins need no weights).")
     base = endpoints(overrides)
-    return [RemoteFile(spec["url"].format(**base), spec["path"], spec.get("sha256"))
+    return [RemoteFile(spec["url"].format(**base), spec["path"], spec.get("sha256"), spec["url"].startswith("{hf}"))
             for spec in load_family_config(model)["files"]]
 
 
@@ -136,7 +174,8 @@ def is_complete(folder: str, remote: RemoteFile) -> bool:
 
 # ----- fetching --------------------------------------------------------------------------------
 class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
-    """Keeps the hub's X-Linked-* headers (size and SHA-256 of LFS files), sent only on the redirect."""
+    """Keeps the hub's X-Linked-* headers (size and SHA-256 of LFS files), sent only on the redirect, and
+    the token on redirects within the same host (a renamed repository), never to another (the CDN)."""
 
     def __init__(self):
         super().__init__()
@@ -146,7 +185,12 @@ class _RecordingRedirects(urllib.request.HTTPRedirectHandler):
         for key in ("X-Linked-Etag", "X-Linked-Size"):
             if headers.get(key):
                 self.seen[key] = headers[key]
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        token = req.unredirected_hdrs.get("Authorization")
+        here, there = urlparse(req.full_url), urlparse(new.full_url) if new is not None else None
+        if token and there is not None and (here.scheme, here.netloc) == (there.scheme, there.netloc):
+            new.add_unredirected_header("Authorization", token)
+        return new
 
 
 def fetch(remote: RemoteFile, folder: str, progress: bool = True, timeout: float = 60.0) -> str:
@@ -157,6 +201,9 @@ def fetch(remote: RemoteFile, folder: str, progress: bool = True, timeout: float
     redirects = _RecordingRedirects()
     opener = urllib.request.build_opener(redirects)
     request = urllib.request.Request(remote.url, headers={"User-Agent": "biomedcoop-toolkit"})
+    token = hub_authorization() if remote.hub else None
+    if token:
+        request.add_unredirected_header("Authorization", token)  # _RecordingRedirects decides on redirects
     digest, received = hashlib.sha256(), 0
     try:
         with opener.open(request, timeout=timeout) as response:
@@ -180,6 +227,9 @@ def fetch(remote: RemoteFile, folder: str, progress: bool = True, timeout: float
                                 "the download is corrupt, run again.")
         os.replace(part, target)
     except urllib.error.HTTPError as err:
+        if remote.hub and err.code in (401, 403):
+            gated = (err.headers.get("X-Error-Code") or "") == "GatedRepo"
+            raise AccessRefused(remote.url, err.code, gated, token_sent=bool(token)) from err
         raise DownloadError(f"{remote.url}: HTTP {err.code} {err.reason}", status=err.code) from err
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         raise DownloadError(f"{remote.url}: {getattr(err, 'reason', err)}") from err
@@ -215,23 +265,29 @@ def download(model: str, root: str, overrides: dict[str, str] | None = None, pro
     """Fetch every file `model` needs into <root>/<model>/, skipping complete ones; returns that folder.
     `model` is a preset name (backbones/configs/<model>.json), an open_clip hub id / ARCH:TAG, or a
     transformers repository 'org/name' (a CLIP or SigLIP checkpoint). A failed download takes back the
-    folders it made while they are still empty (offline, nothing is left behind)."""
-    with _no_new_empty_folders(root):
-        if ":" in model:
-            return download_open_clip(model, root, overrides, progress)
-        if "/" in model:
-            return download_transformers(model, root, overrides, progress)
-        folder = os.path.join(root, model)
-        os.makedirs(folder, exist_ok=True)
-        for remote in family_files(model, overrides):
-            _fetch_if_needed(remote, folder, progress)
-        return folder
+    folders it made while they are still empty (offline, nothing is left behind); refused by the hub
+    (gated, no access), it takes them back whole and says in one line what to do."""
+    try:
+        with _no_new_empty_folders(root):
+            if ":" in model:
+                return download_open_clip(model, root, overrides, progress)
+            if "/" in model:
+                return download_transformers(model, root, overrides, progress)
+            folder = os.path.join(root, model)
+            os.makedirs(folder, exist_ok=True)
+            for remote in family_files(model, overrides):
+                _fetch_if_needed(remote, folder, progress)
+            return folder
+    except AccessRefused as err:
+        raise DownloadError(err.explain(model), status=err.status) from None
 
 
 @contextmanager
 def _no_new_empty_folders(root: str) -> Iterator[None]:
     """On an exception, remove the folders made inside the block (root, its new parents and anything new
-    below it) that hold no file; a partly filled folder is kept, so the next run skips what it has."""
+    below it) that hold no file; a partly filled folder is kept, so the next run skips what it has.
+    Refused by the hub (AccessRefused), the new folders go with their files: without access to the
+    rest, what came before the refusal (a config, a tokenizer) is no usable model."""
     root = os.path.abspath(root)
     made_above, path = [], root  # root and the parents of it that do not exist yet, deepest first
     while not os.path.exists(path) and os.path.dirname(path) != path:
@@ -240,10 +296,12 @@ def _no_new_empty_folders(root: str) -> Iterator[None]:
     before = set(os.listdir(root)) if os.path.isdir(root) else set()
     try:
         yield
-    except BaseException:
+    except BaseException as failure:
         new = [os.path.join(root, e) for e in (set(os.listdir(root)) if os.path.isdir(root) else set()) - before]
         for top in new:
-            if os.path.isdir(top) and not os.path.islink(top):
+            if isinstance(failure, AccessRefused) and os.path.isdir(top) and not os.path.islink(top):
+                shutil.rmtree(top, ignore_errors=True)
+            elif os.path.isdir(top) and not os.path.islink(top):
                 for here, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):  # deepest first
                     with suppress(OSError):  # not empty: something landed there
                         os.rmdir(here)
@@ -287,7 +345,7 @@ def download_open_clip(source: str, root: str, overrides: dict[str, str] | None 
     os.makedirs(folder, exist_ok=True)
 
     def remote(repo: str, name: str, path: str | None = None) -> RemoteFile:
-        return RemoteFile(f"{hf}/{repo}/resolve/main/{name}", path or name)
+        return RemoteFile(f"{hf}/{repo}/resolve/main/{name}", path or name, hub=True)
 
     if source.startswith("hf-hub:"):
         repo, weight_names = source.removeprefix("hf-hub:"), OPEN_CLIP_WEIGHTS
@@ -332,7 +390,7 @@ def download_transformers(repo: str, root: str, overrides: dict[str, str] | None
     os.makedirs(folder, exist_ok=True)
 
     def remote(name: str) -> RemoteFile:
-        return RemoteFile(f"{hf}/{repo}/resolve/main/{name}", name)
+        return RemoteFile(f"{hf}/{repo}/resolve/main/{name}", name, hub=True)
 
     _fetch_if_needed(remote("config.json"), folder, progress)
     single = [remote(name) for name in TRANSFORMERS_WEIGHTS]

@@ -14,6 +14,11 @@ preprocessor files): run it with `_HFCLIP` or `_HFSigLIP` and that folder. Files
 complete are skipped, so an interrupted run can simply be repeated. Sizes are checked, and SHA-256
 where the source publishes it. The folder layout and the sources are listed in docs/offline.md and
 backbones/configs/<Model>.json.
+
+Gated models (google/medsiglip-448): accept the licence on the model's page while logged in, run
+`hf auth login` (or set HF_TOKEN), then run this. Requests to the Hugging Face hub carry the token
+huggingface_hub finds (HF_TOKEN, else the login's token file); a refusal stops with one line of steps
+and leaves no folder of that run behind.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ def presets() -> list[str]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     models = presets()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n")[-1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL",
                         help=f"one or more of: {', '.join(models)}, or all; or an open_clip model as "
