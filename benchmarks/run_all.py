@@ -2,6 +2,7 @@
 
     python benchmarks/run_all.py            # about 15-25 minutes on 2 CPU cores
     python benchmarks/run_all.py --quick    # a few minutes: fewer repeats, prompts, epochs, test images
+    python benchmarks/run_all.py --methods [--quick]   # only section 7, every method's cost
 
 Full BiomedCLIP architecture with random weights (MODEL.BACKBONE.PRETRAINED False: no download),
 tokenized with a WordPiece vocabulary of the prompt files' words (token counts printed), on a
@@ -18,6 +19,10 @@ are padded to the 256-token context, and the teacher bank is encoded again by ev
 5. The paper's few-shot grid (11 datasets x K 1-16 x 3 seeds x every method with scripts):
    image-tower passes counted as tools/plan_grid.py counts them, and the hours they take at this machine's rate.
 6. Peak memory of a run, ours and reference style, each side in a process of its own (ru_maxrss).
+7. (--methods, on its own) Every method with a script folder, at full size through its real trainer and
+   its 16-shot BTMRI config, each in a process of its own: build, one step (or the fit), a whole 16-shot
+   BTMRI-size run projected from a shortened one, peak memory (VmHWM), grouped by family; then the paper
+   few-shot grid's hours per family priced from those figures (benchmarks/bench_methods.py).
 Then the targets, each MET or NOT MET with the reason. The machine is often shared, so absolute
 times are noisy; the ratios, measured side by side in one run, are the figures that count.
 """
@@ -166,7 +171,7 @@ FAMILIES = {
 }
 
 
-def method_cfg(root: str, out: str, cache: str, method: str, config: str, epochs: int, shots: int,
+def method_cfg(root: str, out: str, cache: str, method: str, config: str, epochs: int | None, shots: int,
                backbone: str = "BiomedCLIP", extra: tuple = ()):
     import train
 
@@ -174,8 +179,8 @@ def method_cfg(root: str, out: str, cache: str, method: str, config: str, epochs
         "--root", root, "--seed", "1", "--trainer", f"{method}_{backbone}",
         "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
         "--config-file", os.path.join(REPO, config), "--output-dir", out, "DATASET.NUM_SHOTS", str(shots),
-        "MODEL.BACKBONE.PRETRAINED", "False", "OPTIM.MAX_EPOCH", str(epochs), "FEATURES.CACHE_DIR", cache,
-        "TRAIN.REPORT_TO", "none", *extra,
+        "MODEL.BACKBONE.PRETRAINED", "False", *(("OPTIM.MAX_EPOCH", str(epochs)) if epochs is not None else ()),
+        "FEATURES.CACHE_DIR", cache, "TRAIN.REPORT_TO", "none", *extra,  # epochs None: the config's own
     ])
     return train.setup_cfg(args)
 
@@ -419,11 +424,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="cuda: extraction, steps per method family, whole-run projections and peak GPU memory "
                         "in fp32, bf16 and fp16, beside the CPU's figures")
+    p.add_argument("--methods", action="store_true",
+                   help="only the per-method section: every method's build, step or fit, whole 16-shot BTMRI-size "
+                        "run and peak memory, then the paper grid's hours per family (benchmarks/bench_methods.py)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--n-prompts", type=int, default=50, help=argparse.SUPPRESS)
     p.add_argument("--test-images", type=int, default=8, help=argparse.SUPPRESS)
     p.add_argument("--shots", type=int, default=16, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.methods:
+        from bench_methods import methods_section
+        methods_section(args.quick)
+        return 0
     load_heavy()
     if args.child == "reference":
         print(json.dumps(child_reference(args)))
