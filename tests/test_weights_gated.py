@@ -17,6 +17,7 @@ import huggingface_hub.constants
 import pytest
 
 REPO = "example-org/gated-siglip"
+RENAMED = "old-org/gated-siglip"  # redirects to REPO
 GOOD, OTHER = "hf_accepted_licence", "hf_not_accepted"
 FILES = {"config.json": b'{"model_type": "siglip"}', "model.safetensors": b"weights " * 4000,
          "tokenizer.json": b'{"version": "1.0"}'}
@@ -55,6 +56,12 @@ class Server:
             def do_GET(self):
                 auth = self.headers.get("Authorization")
                 state.hub_hits.append((self.path, auth))
+                if self.path.startswith(f"/{RENAMED}/"):  # a renamed repository: the hub redirects on its own host
+                    self.send_response(307)
+                    self.send_header("Location", self.path.replace(RENAMED, REPO, 1))
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 prefix = f"/{REPO}/resolve/main/"
                 name = self.path.removeprefix(prefix)
                 if not self.path.startswith(prefix) or name not in FILES:
@@ -172,3 +179,12 @@ def test_only_files_on_the_hugging_face_endpoint_carry_the_token():
 
     assert all(not f.hub for f in family_files("CLIP"))  # OpenAI's server
     assert all(f.hub for f in family_files("PMCCLIP")) and all(f.hub for f in family_files("BiomedCLIP"))
+
+
+def test_the_token_follows_a_redirect_within_the_hub(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", GOOD)
+    assert download_weights.main([RENAMED, "--dir", str(tmp_path), "--hf-endpoint", server.url, "--quiet"]) == 0
+    assert (tmp_path / "old-org--gated-siglip" / "model.safetensors").read_bytes() == FILES["model.safetensors"]
+    assert any(path.startswith(f"/{RENAMED}/") for path, _ in server.hub_hits)
+    assert {auth for _, auth in server.hub_hits} == {f"Bearer {GOOD}"}
+    assert {auth for _, auth in server.cdn_hits} == {None}
