@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from script_runs import run_script_in_process
 
 import train
 from datasets.benchmarks import BENCHMARKS, DG_SOURCE, DG_TARGETS, dg_targets, spec_for
@@ -139,20 +140,19 @@ def test_test_dataset_needs_eval_only(dg_root, capsys):
     assert code == 2 and "--eval-only --model-dir" in capsys.readouterr().err
 
 
-def run_dg(method_folder, root, cwd, targets=None):
+def run_dg(method_folder, root, cwd, monkeypatch, targets=None):
+    """scripts/<method_folder>/dg.sh on the synthetic source, its train.py runs in this process."""
     fast = "DATALOADER.NUM_WORKERS 0 OPTIM.MAX_EPOCH 1 FEATURES.TRAIN_VIEWS 1 TRAINER.GDA.AUGMENT_EPOCH 2"
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "EXTRA_OPTS": fast}
-    if targets:
-        env["TARGETS"] = targets
-    script = os.path.join(REPO, "scripts", method_folder, "dg.sh")
-    proc = subprocess.run(["bash", script, root, "btmri", "2", "TinyBiomedCLIP"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    env = {"TARGETS": targets} if targets else {}
+    run_script_in_process(f"scripts/{method_folder}/dg.sh", [root, "btmri", "2", "TinyBiomedCLIP"], cwd,
+                          monkeypatch, fast, **env)
 
 
-def test_dg_script_trains_once_and_scores_every_target(dg_root, tmp_path):
-    run_dg("coop", dg_root, tmp_path)
+def test_dg_script_trains_once_and_scores_every_target(dg_root, tmp_path, monkeypatch, capsys):
+    """dg.sh with BTMRI's default targets: one few-shot training on the source, then that model scored
+    (eval-only, nothing retrained) on each target's test split, each record naming protocol, source and
+    target; a second call skips all four runs; the DG table's ID is the source run, its OOD the targets' mean."""
+    run_dg("coop", dg_root, tmp_path, monkeypatch)
     out = tmp_path / "output"
     source_run = out / "btmri" / "shots_2" / "CoOp_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend" / "seed1"
     source = json.load(open(source_run / "results.json"))
@@ -169,8 +169,9 @@ def test_dg_script_trains_once_and_scores_every_target(dg_root, tmp_path):
         assert f"Loading weights to prompt_learner from {source_run.relative_to(tmp_path)}" in log
         assert f"the BTMRI model scored on the {name} test split" in log
     # a second call reuses everything
-    proc = run_dg("coop", dg_root, tmp_path)
-    assert proc.stdout.count("Skip this job") == 4
+    capsys.readouterr()
+    run_dg("coop", dg_root, tmp_path, monkeypatch)
+    assert capsys.readouterr().out.count("Skip this job") == 4
     # the table: in-distribution from the source run, out-of-distribution the mean over the three targets
     from make_tables import make_tables
 
@@ -221,8 +222,10 @@ def test_dg_rows_by_hand(tmp_path):
 
 
 @pytest.mark.parametrize("folder", ["gda", "biomedcoop"])
-def test_dg_script_for_a_head_method_and_biomedcoop(dg_root, tmp_path, folder):
-    run_dg(folder, dg_root, tmp_path, targets="btmri_p")
+def test_dg_script_for_a_head_method_and_biomedcoop(dg_root, tmp_path, monkeypatch, folder):
+    """dg.sh for a feature-head method (GDA) and BiomedCoOp, TARGETS=btmri_p: the target's record is a DG
+    record scored on BTMRI-P's whole test split."""
+    run_dg(folder, dg_root, tmp_path, monkeypatch, targets="btmri_p")
     method = {"gda": "GDA", "biomedcoop": "BiomedCoOp"}[folder]
     run = tmp_path / "output" / "btmri_p" / "shots_2" / f"{method}_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend_from_btmri"
     record = json.load(open(run / "seed1" / "results.json"))

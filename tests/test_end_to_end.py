@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import torch
+from script_runs import run_script_in_process
 
 import train
 from engine.trainer import TrainerX
@@ -20,9 +21,13 @@ def run_script(script, args, cwd, **env):
                           capture_output=True, text=True, timeout=600)
 
 
-def test_few_shot_script_runs_three_seeds_and_parse_tool_summarises(synthetic_btmri, tmp_path):
-    proc = run_script("scripts/biomedcoop/few_shot.sh", [synthetic_btmri, "btmri", "4", "TinyBiomedCLIP"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_few_shot_script_runs_three_seeds_and_parse_tool_summarises(synthetic_btmri, tmp_path, monkeypatch):
+    """few_shot.sh with its default seeds (1 2 3) and the BTMRI config's 100 epochs: each seed trains on
+    its own few-shot draw and keeps only its final checkpoint; parse_test_res.py gives the mean and
+    std over seeds; the script itself (bash, python train.py) run again skips all three finished seeds.
+    The training runs go in this process, as the script lists them (no Python start-up each)."""
+    args = [synthetic_btmri, "btmri", "4", "TinyBiomedCLIP"]
+    run_script_in_process("scripts/biomedcoop/few_shot.sh", args, tmp_path, monkeypatch, "", SEEDS=None)
     run_dir = tmp_path / "output" / RUN
     accs = []
     for seed in (1, 2, 3):
@@ -45,8 +50,8 @@ def test_few_shot_script_runs_three_seeds_and_parse_tool_summarises(synthetic_bt
     std = (sum((a - mean) ** 2 for a in accs) / 3) ** 0.5
     assert f"* accuracy: {mean:.2f}% +- {std:.2f}%" in parsed
 
-    again = run_script("scripts/biomedcoop/few_shot.sh", [synthetic_btmri, "btmri", "4", "TinyBiomedCLIP"], tmp_path)
-    assert again.stdout.count("Skip this job") == 3
+    again = run_script("scripts/biomedcoop/few_shot.sh", args, tmp_path)
+    assert again.returncode == 0 and again.stdout.count("Skip this job") == 3, again.stderr[-3000:]
 
 
 def train_args(root, out, trainer="BiomedCoOp_TinyBiomedCLIP", epochs=3, extra=()):
@@ -132,10 +137,11 @@ def test_user_errors_exit_2_with_one_message(synthetic_btmri, tmp_path, capsys):
     assert "Dataset folder not found" in err and "download_data.py" in err
 
 
-def test_base2new_script_trains_on_base_and_tests_on_new_classes(synthetic_btmri, tmp_path):
-    proc = run_script("scripts/biomedcoop/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path,
-                      SEEDS="1")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_base2new_script_trains_on_base_and_tests_on_new_classes(synthetic_btmri, tmp_path, monkeypatch):
+    """base2new.sh (its runs in this process) trains the base classes for the config's 50 epochs, then
+    tests that model eval-only on the new classes' test images."""
+    run_script_in_process("scripts/biomedcoop/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path,
+                          monkeypatch, "")
     sub = "btmri/shots_16/BiomedCoOp_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     base = json.load(open(tmp_path / "output/base2new/train_base" / sub / "results.json"))
     new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))

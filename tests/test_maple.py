@@ -4,11 +4,10 @@ accuracy, PMC-CLIP refuses in one line, and both scripts run end to end."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from script_runs import run_script_in_process
 
 import train
 from engine.errors import UserError
@@ -95,21 +94,19 @@ def test_prompt_depth_below_one_is_refused(synthetic_btmri, tmp_path):
         make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path, ["TRAINER.MAPLE.PROMPT_DEPTH", "0"])
 
 
-def run_script(script, args, cwd):
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1",
-           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"}
-    return subprocess.run(["bash", os.path.join(REPO, "scripts/maple", script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+def run_script(script, args, cwd, monkeypatch):
+    opts = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"
+    run_script_in_process(f"scripts/maple/{script}", args, cwd, monkeypatch, opts)
 
 
-def test_scripts_run_end_to_end(synthetic_btmri, tmp_path):
-    proc = run_script("few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_scripts_run_end_to_end(synthetic_btmri, tmp_path, monkeypatch):
+    """few_shot.sh trains and tests MaPLe on BTMRI; base2new.sh trains on the base classes and tests the
+    new ones (its runs in this process, as the scripts list them)."""
+    run_script("few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path, monkeypatch)
     run = tmp_path / "output/btmri/shots_2/MaPLe_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     result = json.load(open(run / "results.json"))
     assert result["method"] == "MaPLe" and result["total"] == 24 and 0 <= result["accuracy"] <= 100
-    proc = run_script("base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script("base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path, monkeypatch)
     sub = "btmri/shots_16/MaPLe_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
     assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]

@@ -5,11 +5,10 @@ import glob
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from script_runs import run_script_in_process
 
 from engine.data import build_transform, transform_spec
 from engine.features import FeatureCache
@@ -289,19 +288,15 @@ def test_one_ogkd_step_matches_the_losses_computed_the_authors_way(synthetic_btm
 
 # ----- the scripts on the tiny twin ----------------------------------------------------------------------
 
-def run_script(script, args, cwd, **env):
-    full_env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", **env}
-    proc = subprocess.run(["bash", os.path.join(REPO, script), *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
-
-
-def test_few_shot_script_trains_with_patch_tokens_and_default_config_without(synthetic_btmri, tmp_path):
+def test_few_shot_script_trains_with_patch_tokens_and_default_config_without(synthetic_btmri, tmp_path,
+                                                                            monkeypatch):
+    """few_shot.sh (its runs in this process) trains OGKD with the authors' BTMRI LAMBDA_LGD, the local
+    distillation loss logged and one patch-token file cached per training view; with LAMBDA_LGD 0 (the
+    default config's value) no patch tokens are computed or stored."""
     cache = tmp_path / "features"
     opts = f"OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0 FEATURES.CACHE_DIR {cache}"
-    run_script("scripts/ogkd/few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path,
-               EXTRA_OPTS=opts)
+    run_script_in_process("scripts/ogkd/few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path,
+                          monkeypatch, opts)
     seed_dir = tmp_path / "output/btmri/shots_2/OGKD_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     result = json.load(open(seed_dir / "results.json"))
     assert result["method"] == "OGKD" and result["total"] == 24 and 0 <= result["accuracy"] <= 100
@@ -312,16 +307,18 @@ def test_few_shot_script_trains_with_patch_tokens_and_default_config_without(syn
 
     # With LAMBDA_LGD 0 (the default config's value) patch tokens are neither computed nor stored.
     lean = tmp_path / "lean"
-    run_script("scripts/ogkd/few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path,
-               OUTPUT_ROOT=str(tmp_path / "out2"),
-               EXTRA_OPTS=f"OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0 FEATURES.CACHE_DIR {lean} "
-                          "TRAINER.OGKD.LAMBDA_LGD 0.0")
+    run_script_in_process("scripts/ogkd/few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path,
+                          monkeypatch, f"OPTIM.MAX_EPOCH 2 DATALOADER.NUM_WORKERS 0 FEATURES.CACHE_DIR {lean} "
+                                       "TRAINER.OGKD.LAMBDA_LGD 0.0", OUTPUT_ROOT=str(tmp_path / "out2"))
     assert glob.glob(str(lean / "*" / "train-*.pt")) and not glob.glob(str(lean / "*" / "*patches*"))
 
 
-def test_base2new_script_trains_on_base_and_tests_new_classes(synthetic_btmri, tmp_path):
+def test_base2new_script_trains_on_base_and_tests_new_classes(synthetic_btmri, tmp_path, monkeypatch):
+    """base2new.sh (its runs in this process) trains OGKD 50 epochs on the base classes with the authors'
+    base-to-novel ALPHA, then tests the new classes eval-only."""
     opts = "DATALOADER.NUM_WORKERS 0 DATASET.NUM_SHOTS 2 FEATURES.TRAIN_VIEWS 2"
-    run_script("scripts/ogkd/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path, EXTRA_OPTS=opts)
+    run_script_in_process("scripts/ogkd/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path,
+                          monkeypatch, opts)
     sub = "btmri/shots_16/OGKD_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     base = json.load(open(tmp_path / "output/base2new/train_base" / sub / "results.json"))
     new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+from script_runs import run_script_in_process
 
 import train
 from backbones.clip import read_openai_state_dict
@@ -83,17 +84,22 @@ def test_bmc_clip_checkpoint_layout_loads_into_its_architecture(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
 
 
-def test_backbone_sweep_runs_three_methods_per_model_and_tables_them(tmp_path):
+def test_backbone_sweep_runs_three_methods_per_model_and_tables_them(tmp_path, monkeypatch):
+    """backbone_sweep.sh runs zero-shot, the linear probe and BiomedCoOp for each model, each fed its own
+    preprocessing (INPUT.SIZE); its runs go in this process, then the script itself runs again: it skips
+    the six finished runs and ends with make_tables' rows, one per method and model."""
     from make_synthetic_dataset import write_dataset
 
     data = str(tmp_path / "data")
     write_dataset(data, "BTMRI", per_class=4, size=32)
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1",
-           "EXTRA_OPTS": "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"}
-    proc = subprocess.run(["bash", os.path.join(REPO, "scripts/backbone_sweep.sh"), data, "btmri", "1",
-                           "TinyMedSigLIP TinyBMCCLIP"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    args = [data, "btmri", "1", "TinyMedSigLIP TinyBMCCLIP"]
+    opts = "OPTIM.MAX_EPOCH 1 DATALOADER.NUM_WORKERS 0"
+    run_script_in_process("scripts/backbone_sweep.sh", args, tmp_path, monkeypatch, opts)
+    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "EXTRA_OPTS": opts}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts/backbone_sweep.sh"), *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("Skip this job") == 6
     root = tmp_path / "output/backbone_sweep/btmri/shots_1"
     for model, size in (("TinyMedSigLIP", 448), ("TinyBMCCLIP", 224)):
         for method in ("ZeroShot", "LinearProbe", "BiomedCoOp"):
