@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 from engine.config import (
     check_config_values,
@@ -126,7 +127,7 @@ def run_options(args: argparse.Namespace, cfg=None) -> dict:
 def finished_run_matches(output_dir: str, requested: dict) -> bool:
     """True when output_dir/results.json was written with `requested`; raises a UserError when it was
     written with other settings. The states come from engine.runs.run_status (shared with the sweep)."""
-    from engine.runs import FAILED, FINISHED, STALE, run_status
+    from engine.runs import FAILED, FINISHED, INTERRUPTED, RESUME_FILE, STALE, run_status, stopped_at
 
     status = run_status(output_dir, requested)
     path = os.path.join(output_dir, "results.json")
@@ -134,8 +135,18 @@ def finished_run_matches(output_dir: str, requested: dict) -> bool:
         raise UserError(f"{status.reason}; delete it, or rerun with FORCE=1, to redo this seed.")
     if status.state == FINISHED:
         return True
+    if status.state == INTERRUPTED:
+        print(f"note: resuming {output_dir} ({stopped_at(status.resume)})", flush=True)
     if status.state != STALE:
         return False  # nothing finished there (a live writer is stopped by the run lock)
+    if status.resume is not None:  # no results.json, but a resume state the trainer would refuse
+        resume = os.path.join(output_dir, RESUME_FILE)
+        raise UserError(
+            f"{resume} ({stopped_at(status.resume)}) was saved with other settings (saved -> requested):\n  "
+            + "\n  ".join(status.differences[:8]) + "\nTo continue that run, rerun it with its own settings; to start "
+            f"this one afresh, delete {resume} (the sweep: --redo-stale), or write elsewhere (another OUTPUT_ROOT / "
+            "--output-dir)."
+        )
     if status.differences:
         shown = status.differences[:8] + ([f"... and {len(status.differences) - 8} more"]
                                           if len(status.differences) > 8 else [])
@@ -202,6 +213,12 @@ def run(args: argparse.Namespace, cfg) -> int:
             raise
         print(f"\n{interrupted_line(trainer, args).replace('interrupted', 'terminated', 1)}", file=sys.stderr)
         return TERMINATED
+    except Exception as err:  # the log says the run crashed, so status tools do not take it for interrupted
+        from engine.runs import CRASH_LINE
+
+        logger.error(f"{traceback.format_exc().rstrip()}\n{CRASH_LINE} ({type(err).__name__}, above)",
+                     extra={"file_only": True})
+        raise
     finally:
         discard_held_records()  # a run that stopped before its log file opened leaves no lines behind
     return 0

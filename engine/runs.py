@@ -22,6 +22,11 @@ from engine.config import NON_RESULT_KEYS
 
 RESULTS_FILE = "results.json"
 LOG_FILE = "log.txt"
+RESUME_FILE = "resume.pth"  # written after every epoch but the last (engine.trainer), removed when the run ends
+# Beside it, its epoch and settings in JSON: what tells an interrupted run from a stale one without torch.
+RESUME_NOTE = "resume.json"
+# The line train.py writes last into log.txt when a run stops on an error (after its traceback).
+CRASH_LINE = "The run stopped on an error"
 
 # Keys that say where things live, how much is printed or how many workers load data: two runs that
 # differ only here compute the same numbers, so neither the digest nor the finished/stale check looks
@@ -168,6 +173,7 @@ class RunIdentity:
 # ----- done or not -----------------------------------------------------------------------------------
 
 FINISHED, STALE, FAILED, RUNNING, PENDING = "finished", "stale", "failed", "running", "pending"
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -176,8 +182,12 @@ class RunStatus:
 
     finished  results.json records the requested settings (or none were given to compare)
     stale     results.json was made with other settings: `differences` names them ("KEY: OLD -> NEW"),
-              or `reason` says the record cannot be matched (no recorded settings, not an object)
-    failed    a log but no usable results.json (crashed or killed): `reason`, and `log_tail`
+              or `reason` says the record cannot be matched (no recorded settings, not an object);
+              also a resume state saved with other settings (`resume` set): resuming it would refuse
+    interrupted  stopped mid-run (killed, preempted, cancelled) with its resume state: the same command
+              resumes it; `resume` holds the state's epoch, epoch budget and settings
+    failed    a log but no usable results.json and nothing to resume, or a log that ends on an error:
+              `reason`, and `log_tail`
     running   another live process holds the folder's lock (engine.run_lock): `holder`
     pending   nothing there yet
     """
@@ -190,6 +200,7 @@ class RunStatus:
     holder: dict | None = None
     record: dict | None = None
     unreadable: bool = False  # results.json exists but is not valid JSON
+    resume: dict | None = None  # interrupted, or stale resume state: resume_state()
 
 
 def _lock_holder(run_dir: str) -> dict | None:
@@ -203,14 +214,62 @@ def _lock_holder(run_dir: str) -> dict | None:
     return holder
 
 
-def log_tail(run_dir: str, lines: int = 15) -> list[str]:
-    """The last `lines` non-empty lines of the run's log.txt ([] when there is none)."""
+def latest_log(run_dir: str) -> str:
+    """The log of the run's latest attempt: a rerun (a resume) writes log.txt-<date-time> beside the
+    first attempt's log.txt (engine.utils.open_log_file), and those names sort by time."""
     try:
-        with open(os.path.join(run_dir, LOG_FILE), encoding="utf-8", errors="replace") as f:
+        later = sorted(n for n in os.listdir(run_dir) if n.startswith(LOG_FILE + "-"))
+    except OSError:
+        later = []
+    return os.path.join(run_dir, later[-1] if later else LOG_FILE)
+
+
+def log_tail(run_dir: str, lines: int = 15) -> list[str]:
+    """The last `lines` non-empty lines of the run's latest log ([] when there is none)."""
+    try:
+        with open(latest_log(run_dir), encoding="utf-8", errors="replace") as f:
             text = f.read().splitlines()
     except OSError:
         return []
     return [line for line in text if line.strip()][-lines:]
+
+
+def resume_state(run_dir: str) -> dict | None:
+    """None when the folder holds no resume state; else {"epoch": epochs done, "max_epoch": the run's
+    budget, "config": the settings it was saved with}, each None where unknown (a resume.pth saved
+    before resume.json was written beside it, or a note that cannot be read)."""
+    if not os.path.isfile(os.path.join(run_dir, RESUME_FILE)):
+        return None
+    note: dict = {}
+    try:
+        with open(os.path.join(run_dir, RESUME_NOTE), encoding="utf-8") as f:
+            loaded = json.load(f)
+        note = loaded if isinstance(loaded, dict) else {}
+    except (OSError, ValueError):
+        pass
+    config = note.get("config")
+    return {"epoch": note.get("epoch"), "max_epoch": note.get("max_epoch"),
+            "config": config if isinstance(config, dict) else None}
+
+
+def drop_resume_state(run_dir: str) -> None:
+    """Remove the resume state (and its note): the next run there starts afresh."""
+    for name in (RESUME_FILE, RESUME_NOTE):
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def stopped_at(resume: dict) -> str:
+    """'stopped after epoch 1 of 3', or without a note 'stopped mid-run'."""
+    if resume.get("epoch") is None:
+        return "stopped mid-run"
+    return f"stopped after epoch {resume['epoch']} of {resume.get('max_epoch') or '?'}"
+
+
+def ended_on_error(tail: list[str]) -> bool:
+    """Whether the log ends on a crash: train.py's CRASH_LINE, or a traceback among the last lines."""
+    return any(line.startswith(CRASH_LINE) or line.startswith("Traceback (most recent call last)") for line in tail)
 
 
 def read_record(run_dir: str) -> tuple[dict | None, str]:
@@ -235,6 +294,8 @@ def run_status(run_dir: str, requested: dict | None = None) -> RunStatus:
     A live lock wins (a rerun writing over an older result is running, not finished). Finished and
     stale compare `requested` with the recorded "config" through `setting_differences`: only keys both
     have, location keys (IGNORED_KEYS) aside. Stable signature: train.py and the sweep rely on it.
+    Without a results.json, a resume state makes the run interrupted (resumable), unless its log ends on
+    an error (crashed: failed) or it was saved with other settings than `requested` (stale).
     """
     holder = _lock_holder(run_dir)
     if holder is not None:
@@ -257,6 +318,19 @@ def run_status(run_dir: str, requested: dict | None = None) -> RunStatus:
         return RunStatus(STALE, run_dir, reason="made with other settings", record=record,
                          differences=[f"{k}: {finished[k]!r} -> {requested[k]!r}" for k in keys])
     tail = log_tail(run_dir)
+    resume = resume_state(run_dir)
+    if resume is not None and not ended_on_error(tail):
+        saved = resume["config"]
+        keys = setting_differences(saved, requested) if saved is not None and requested is not None else []
+        if keys:
+            return RunStatus(STALE, run_dir, reason=f"its resume state ({stopped_at(resume)}) was saved with "
+                             "other settings", resume=resume, log_tail=tail,
+                             differences=[f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in keys])
+        return RunStatus(INTERRUPTED, run_dir, reason=f"{stopped_at(resume)}; rerunning resumes it",
+                         resume=resume, log_tail=tail)
+    if resume is not None:
+        return RunStatus(FAILED, run_dir, reason=f"crashed: its log ends on an error ({stopped_at(resume)})",
+                         resume=resume, log_tail=tail)
     if tail or os.path.isfile(os.path.join(run_dir, LOG_FILE)):
         return RunStatus(FAILED, run_dir, reason="log.txt but no results.json (crashed or killed)", log_tail=tail)
     return RunStatus(PENDING, run_dir)

@@ -21,7 +21,7 @@ from torch.utils.data import RandomSampler
 from tqdm import tqdm
 
 from engine import distributed, preempt
-from engine.config import config_differences, epoch_budget, flat_config
+from engine.config import epoch_budget, flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
@@ -29,11 +29,11 @@ from engine.features import FeatureCache, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
+from engine.runs import RESUME_FILE, RESUME_NOTE, drop_resume_state, setting_differences
 from engine.threads import step_threads
 from engine.tracking import Tracker, report_targets, settings_params
 from engine.utils import get_logger, torch_save_atomic, write_json
 
-RESUME_FILE = "resume.pth"
 
 
 def split_trainer_name(name: str) -> tuple[str, str | None]:
@@ -279,9 +279,7 @@ class TrainerX:
 
     def non_finite_loss(self, value: float, name: str = "loss") -> UserError:
         """Stop at a NaN/inf loss with one line, and drop the resume state so a rerun cannot replay it."""
-        resume = os.path.join(self.output_dir, RESUME_FILE)
-        if os.path.exists(resume):
-            os.remove(resume)
+        self.drop_resume_state()
         batch = getattr(self, "batch_idx", 0) + 1
         batches = getattr(self, "num_batches", "?")
         return UserError(
@@ -421,6 +419,14 @@ class TrainerX:
             "numpy": np.random.get_state(),
         }
         torch_save_atomic(state, os.path.join(self.output_dir, RESUME_FILE))
+        # Its epoch and settings where tools read them without torch (engine.runs.run_status: interrupted
+        # or stale). Written after the state, so it never claims an epoch the state does not hold.
+        write_json({"epoch": self.epoch + 1, "max_epoch": self.max_epoch, "config": state["_config"]},
+                   os.path.join(self.output_dir, RESUME_NOTE))
+
+    def drop_resume_state(self) -> None:
+        if distributed.is_main():
+            drop_resume_state(self.output_dir)
 
     def resume_if_possible(self) -> int:
         path = self._resume_path()
@@ -428,7 +434,12 @@ class TrainerX:
             return 0
         state = torch.load(path, map_location="cpu", weights_only=False)
         saved = state.get("_config")
-        differences = config_differences(saved, self.effective_config()) if isinstance(saved, dict) else None
+        differences = None
+        if isinstance(saved, dict):  # compared as results.json is (engine.runs): locations play no part
+            requested = self.effective_config()
+            keys = setting_differences(saved, requested)
+            differences = [f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in keys[:8]]
+            differences += [f"... and {len(keys) - 8} more"] if len(keys) > 8 else []
         if differences != []:
             what = ("was saved with other settings (saved -> requested):\n  " + "\n  ".join(differences)
                     if differences else "does not record the settings it was saved with.")
@@ -569,9 +580,7 @@ class TrainerX:
         self.logger.info(f"Elapsed: {elapsed}")
         if result is not None:
             self.write_results(result, elapsed_s=time.time() - self.time_start)
-        resume = os.path.join(self.output_dir, RESUME_FILE)
-        if os.path.exists(resume):
-            os.remove(resume)
+        self.drop_resume_state()
         return result
 
     @torch.no_grad()

@@ -1,8 +1,9 @@
 """Read a tree of run folders into records, each named by its engine.runs.RunIdentity.
 
 A run folder is any `seed<S>/` folder. It counts as finished when it holds a results.json object; one
-with a log but no usable results.json (crashed, killed or still running) is a failed run, so a table
-never quietly averages over fewer seeds than its grid has. Light on purpose (json, os, re): the
+with a log but no usable results.json is not (failed, interrupted with its resume state, or still
+running: engine.runs.run_status says which), so a table never quietly averages over fewer seeds than
+its grid has. Light on purpose (json, os, re): the
 tools' --help answers at once.
 """
 
@@ -14,7 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from engine.run_weights import evaluated_model
-from engine.runs import RunIdentity, read_record, split_method
+from engine.runs import FAILED, INTERRUPTED, RESUME_FILE, RUNNING, RunIdentity, read_record, run_status, split_method
 
 SEED_DIR = re.compile(r"^seed(\d+)$")
 SHOTS_DIR = re.compile(r"^shots_(-?\d+)$")
@@ -33,6 +34,7 @@ class Run:
     collapsed: bool = False
     record: dict = field(default_factory=dict, repr=False)
     setting: str = ""  # "KEY=VALUE, ..." when its cell holds runs of other settings (results.aggregate)
+    state: str = ""  # without a usable record: failed, interrupted or running (engine.runs.run_status)
 
     @property
     def ok(self) -> bool:
@@ -146,14 +148,16 @@ def run_from_record(path: str, record: dict) -> Run:
     )
 
 
-def failed_run(path: str, why: str, like: Run | None = None) -> Run:
-    """A run without a usable record. `like`: a finished run of the same folder (another seed), whose
-    identity it takes, so the failure lands in the same row; else the folder layout names it."""
+def failed_run(path: str, why: str, like: Run | None = None, state: str = FAILED) -> Run:
+    """A run without a usable record (`state`: failed, interrupted or running). `like`: a finished run
+    of the same folder (another seed), whose identity it takes, so the failure lands in the same row;
+    else the folder layout names it."""
     if like is not None:  # its settings too, so that it joins the sibling's row when settings split rows
         return Run(path=path, identity=like.identity, seed=folder_hint(path)["seed"], failure=why,
-                   record={"config": like.config})
+                   record={"config": like.config}, state=state)
     hint = folder_hint(path)
-    return Run(path=path, identity=RunIdentity.from_record({}, hint=hint), seed=hint["seed"], failure=why)
+    return Run(path=path, identity=RunIdentity.from_record({}, hint=hint), seed=hint["seed"], failure=why,
+               state=state)
 
 
 def scan(root: str) -> list[Run]:
@@ -162,7 +166,7 @@ def scan(root: str) -> list[Run]:
         raise FileNotFoundError(f"{root} is not a folder (give the OUTPUT_ROOT of your runs)")
     runs: list[Run] = []
     folder_names: dict[str, str] = {}  # dataset folder name -> the dataset's name in results.json
-    failed: list[tuple[str, str]] = []
+    failed: list[tuple[str, str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if not SEED_DIR.match(os.path.basename(dirpath)):
@@ -175,12 +179,14 @@ def scan(root: str) -> list[Run]:
             if "dataset" in folder_hint(dirpath):
                 folder_names[folder_hint(dirpath)["dataset"]] = run.dataset
         elif why:
-            failed.append((dirpath, f"results.json {why}"))
-        elif any(name.startswith("log") for name in filenames):
-            failed.append((dirpath, "log.txt but no results.json (crashed, killed or still running)"))
+            failed.append((dirpath, f"results.json {why}", FAILED))
+        elif RESUME_FILE in filenames or any(name.startswith("log") for name in filenames):
+            status = run_status(dirpath)  # interrupted (resumable), running, or failed
+            state = status.state if status.state in (INTERRUPTED, RUNNING) else FAILED
+            failed.append((dirpath, status.reason or "log.txt but no results.json (crashed or killed)", state))
     siblings = {os.path.dirname(r.path): r for r in runs}
-    for path, why in failed:
-        run = failed_run(path, why, siblings.get(os.path.dirname(path)))
+    for path, why, state in failed:
+        run = failed_run(path, why, siblings.get(os.path.dirname(path)), state)
         if os.path.dirname(path) not in siblings:
             run.identity = replace(run.identity, dataset=folder_names.get(run.dataset, run.dataset))
         runs.append(run)

@@ -152,8 +152,8 @@ def seeds_table(groups: list[tuple[str, list[Run]]], root: str) -> str:
                 flag = '<span class="flag flag-collapsed">C</span>' if r.collapsed else ""
                 cells.append(f'<td class="num" title="{esc(rel(r.path, root))}">{r.accuracy:.2f}{flag}</td>')
             elif s in failed:
-                cells.append(f'<td title="{esc(rel(failed[s].path, root))}"><span class="flag flag-failed">failed'
-                             "</span></td>")
+                cells.append(f'<td title="{esc(rel(failed[s].path, root))}"><span class="flag flag-failed">'
+                             f'{esc(failed[s].state or "failed")}</span></td>')
             else:
                 cells.append("<td>-</td>")
         lines.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
@@ -353,8 +353,9 @@ def attention_section(runs: list[Run], root: str) -> str:
     for r in failed:
         status = run_status(r.path)
         tail = status.log_tail or log_tail(r.path, TAIL_LINES)
-        out.append(f'<tr class="failed" data-run-state="failed" data-path="{esc(rel(r.path, root))}">'
-                   f'<td><span class="flag flag-failed">failed</span></td><td>{esc(rel(r.path, root))}</td>'
+        word = esc(r.state or "failed")  # failed, or interrupted (resumable) or still running
+        out.append(f'<tr class="failed" data-run-state="{word}" data-path="{esc(rel(r.path, root))}">'
+                   f'<td><span class="flag flag-failed">{word}</span></td><td>{esc(rel(r.path, root))}</td>'
                    f"<td>{esc(r.failure)}</td><td>{tail_html(tail)}</td></tr>")
     for r in collapsed:
         counts = r.record.get("prediction_counts")

@@ -81,7 +81,7 @@ class Builder:
         self.split_notes = split_settings(self.runs)
         self.seeds, self.paper = seeds, paper
         self.missing: list[str] = []
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, tuple[str, str]] = {}  # path -> (failed, interrupted or running; why)
         self.collapsed: dict[str, float] = {}
         self.duplicates: dict[str, tuple[Run, Run]] = {}
         self.twins: set[str] = set()
@@ -89,7 +89,7 @@ class Builder:
 
     def note(self, cell: Cell) -> None:
         self.missing += [m for m in cell.missing if m not in self.missing]
-        self.failed.update({r.path: r.failure for r in cell.failed})
+        self.failed.update({r.path: (r.state or "failed", r.failure) for r in cell.failed})
         self.collapsed.update({r.path: r.accuracy for r in cell.collapsed})
         self.duplicates.update({extra.path: (used, extra) for used, extra in cell.duplicates})
 
@@ -251,7 +251,7 @@ class Builder:
                          "--seeds sets one grid for all rows.")
         lines += self.split_notes
         lines += [f"missing: {m}" for m in self.missing]
-        lines += [f"failed: {path}: {why}" for path, why in sorted(self.failed.items())]
+        lines += [f"{state}: {path}: {why}" for path, (state, why) in sorted(self.failed.items())]
         lines += [f"collapsed onto one class: {path} (accuracy {acc:.2f}%)"
                   for path, acc in sorted(self.collapsed.items())]
         lines += [f"duplicate: {extra.path} holds seed {extra.seed} of the same run as {used.path} "

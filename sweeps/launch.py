@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from engine.errors import UserError
 from engine.preempt import PREEMPTED, STOP_SIGNAL
 from engine.run_lock import TERMINATED
-from engine.runs import FINISHED, RUNNING
-from sweeps.plan import REPO, Unit, option, pack
+from engine.runs import FINISHED, RUNNING, STALE, drop_resume_state, run_status, stopped_at
+from sweeps.plan import REPO, SKIP_FINISHED, Unit, option, pack, requested_settings
 from sweeps.state import log_path, read_plan, same_run, unit_status, write_state
 
 
@@ -56,12 +56,15 @@ def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None, nproc: int = 1)
     record = {"log": log, "commands": same_run(unit.commands)}
     write_state(sweep_dir, unit.id, state="running", started=time.time(), host=socket.gethostname(), **record)
     with open(log, "a", encoding="utf-8") as out:
-        for argv in (train_command(c, nproc) for c in unit.commands):
+        for command, run_dir in zip(unit.commands, unit.outputs):
+            if SKIP_FINISHED not in command:  # --redo-stale: these settings replace whatever is there
+                drop_stale_resume_state(command, run_dir, out)
+            argv = train_command(command, nproc)
             out.write(f"$ {shlex.join(argv)}\n")
             out.flush()
             code = _run_child(argv, env, out)
             # Stopped by a signal (preemption, time limit, scancel): resumable, neither done nor failed;
-            # the run's folder (resume.pth, no results) makes the unit pending for the next sweep.
+            # the run's folder (resume state, no results) makes the unit interrupted: the next sweep resumes it.
             if code in (PREEMPTED, TERMINATED) or code < 0:
                 write_state(sweep_dir, unit.id, state="interrupted", returncode=code, ended=time.time(), **record)
                 return False
@@ -70,6 +73,15 @@ def run_unit(sweep_dir: str, unit: Unit, gpu: str | None = None, nproc: int = 1)
                 return False
     write_state(sweep_dir, unit.id, state="done", returncode=0, ended=time.time(), **record)
     return True
+
+
+def drop_stale_resume_state(command: list[str], run_dir: str, out) -> None:
+    """A resume state saved with other settings would make train.py refuse to start; a redo starts afresh."""
+    status = run_status(run_dir, requested_settings(command))
+    if status.state == STALE and status.resume is not None:
+        drop_resume_state(run_dir)
+        out.write(f"note: {run_dir}: dropped the resume state ({stopped_at(status.resume)}) saved with other "
+                  f"settings ({'; '.join(status.differences[:4])}); the run starts afresh\n")
 
 
 _CHILD: list[subprocess.Popen] = []  # the train.py this job process is running, for RunPack.checkpoint

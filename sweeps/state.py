@@ -20,11 +20,11 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from engine.errors import UserError
-from engine.runs import FAILED, FINISHED, PENDING, RUNNING, STALE, run_status
+from engine.runs import FAILED, FINISHED, INTERRUPTED, PENDING, RUNNING, STALE, run_status
 from engine.utils import write_json
 from sweeps.plan import Unit, replacing, requested_settings
 
-STATES = (FINISHED, STALE, FAILED, RUNNING, PENDING)
+STATES = (FINISHED, STALE, FAILED, RUNNING, PENDING, INTERRUPTED)
 
 
 # ----- plan files ----------------------------------------------------------------------------------------
@@ -102,15 +102,16 @@ class UnitStatus:
     """A unit's state (one of STATES) from its run folders, with what explains it."""
 
     state: str
-    differences: list[str] = field(default_factory=list)  # stale: "KEY: finished -> requested"
+    differences: list[str] = field(default_factory=list)  # stale: "KEY: finished (or saved) -> requested"
     reason: str = ""
     logs: list[str] = field(default_factory=list)  # failed: the sweep's log and the run's log.txt
     log_tail: list[str] = field(default_factory=list)
 
 
 def unit_status(sweep_dir: str, unit: Unit) -> UnitStatus:
-    """The unit's state: running if any run folder is being written, else failed, stale, pending in
-    that order of precedence, finished when every run folder finished with the requested settings."""
+    """The unit's state: running if any run folder is being written, else failed, stale, interrupted,
+    pending in that order of precedence, finished when every run folder finished with the requested
+    settings. An interrupted run whose last attempt the sweep saw exit on an error is failed (crashed)."""
     runs = [run_status(out, requested_settings(argv)) for argv, out in zip(unit.commands, unit.outputs)]
     record = read_state(sweep_dir, unit.id)
     if record.get("commands") != same_run(unit.commands):
@@ -131,6 +132,10 @@ def unit_status(sweep_dir: str, unit: Unit) -> UnitStatus:
     stale = [r for r in runs if r.state == STALE]
     if stale:
         return UnitStatus(STALE, differences=stale[0].differences, reason=stale[0].reason)
+    interrupted = [r for r in runs if r.state == INTERRUPTED]
+    if interrupted:
+        return UnitStatus(INTERRUPTED, reason=interrupted[0].reason,
+                          logs=[p for p in (sweep_log,) if p and os.path.isfile(p)])
     if all(s == FINISHED for s in states):
         return UnitStatus(FINISHED)
     return UnitStatus(PENDING)
@@ -154,9 +159,10 @@ def statuses(sweep_dir: str, units: list[Unit]) -> dict[str, UnitStatus]:
 
 
 def to_run(units: list[Unit], by_id: dict[str, UnitStatus], retry_failed: bool, redo_stale: bool) -> list[Unit]:
-    """The units a submission runs: pending ones, failed ones when retried, stale ones when redone
-    (their commands then replace the finished run, as FORCE=1 does for the scripts)."""
-    wanted = {PENDING} | ({FAILED} if retry_failed else set()) | ({STALE} if redo_stale else set())
+    """The units a submission runs: pending and interrupted ones (their runs resume), failed ones when
+    retried, stale ones when redone (their commands then replace the finished run, as FORCE=1 does for
+    the scripts, or the resume state saved with other settings: sweeps.launch.run_unit)."""
+    wanted = {PENDING, INTERRUPTED} | ({FAILED} if retry_failed else set()) | ({STALE} if redo_stale else set())
     todo = [u for u in units if by_id[u.id].state in wanted]
     for unit in todo:
         if by_id[unit.id].state == STALE:

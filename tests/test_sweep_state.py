@@ -125,7 +125,7 @@ def test_the_example_grid_the_readme_shows_parses_and_plans(tmp_path, capsys):
     assert f"{n} units" in printed and f"{n} runs (0 already finished)" in printed
     # the header says what the lines after it are: the units' states and names, not train.py commands
     assert "their train.py commands:" not in printed
-    assert "each unit's state (finished, stale, failed, running, pending) and name:\n  pending " in printed
+    assert "each unit's state (finished, stale, failed, running, pending, interrupted) and name:\n  pending " in printed
     assert not (tmp_path / "sweeps").exists()  # a dry run writes nothing
 
 

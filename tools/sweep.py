@@ -5,14 +5,15 @@
     python tools/sweep.py --grid configs/sweeps/example_grid.yaml --launcher slurm --partition gpu
     python tools/sweep.py ... --dry-run          # the plan: runs, jobs, image-tower passes, cost
     python tools/sweep.py ... --quick            # a trial of the whole grid: TRAIN.TRIAL_EPOCHS 1 for every run
-    python tools/sweep.py status SWEEP_DIR       # finished / stale / failed / running / pending, and why
+    python tools/sweep.py status SWEEP_DIR       # finished / stale / failed / running / pending / interrupted
 
 The runs are the scripts' own (scripts/<method>/few_shot.sh, or base2new.sh with --protocol base2new),
 written where the scripts write them. A run is finished when its results.json records the settings
 asked for now; one made with other settings is stale and is left alone, named with the keys that
-differ, unless --redo-stale (the scripts' FORCE=1) replaces it. A failed run is left alone unless
---retry-failed. Before fanning out, one job per (model, dataset) encodes the frozen image features the
-runs will read. A grid file is YAML with the option names as keys (a single value may stand for a
+differ, unless --redo-stale (the scripts' FORCE=1) replaces it. A run stopped mid-way (killed,
+preempted, cancelled) with its resume state is interrupted, and the next sweep resumes it; a failed
+run (it crashed, or left nothing to resume) is left alone unless --retry-failed. Before fanning out,
+one job per (model, dataset) encodes the frozen image features the runs will read. A grid file is YAML with the option names as keys (a single value may stand for a
 list); options given on the command line win. The local launcher ends with a summary and exits 1
 unless every run of the grid is finished.
 """
@@ -26,7 +27,7 @@ import sys
 import _bootstrap  # noqa: F401
 
 from engine.errors import UserError
-from engine.runs import FAILED, FINISHED, PENDING, STALE
+from engine.runs import FAILED, FINISHED, INTERRUPTED, PENDING, STALE
 from sweeps import grid as grids
 from sweeps import launch, plan, state
 
@@ -38,14 +39,21 @@ def report(units, by_id, sweep_dir: str, tail: bool = False) -> dict:
     for unit in units:
         s = by_id[unit.id]
         if s.state == STALE:
-            print(f"STALE  {unit.label}: {'; '.join(s.differences[:4]) or s.reason}")
+            resume = s.reason.startswith("its resume state")  # no results.json: an interrupted run of other settings
+            print(f"STALE  {unit.label}: {'; '.join(s.differences[:4]) or s.reason}"
+                  + (f" ({s.reason})" if resume and s.differences else ""))
         elif s.state == FAILED:
             print(f"FAILED {unit.label}: {s.reason} (log: {', '.join(s.logs) or 'none'})")
             if tail:
                 print("\n".join(f"    {line}" for line in s.log_tail))
+        elif s.state == INTERRUPTED:
+            print(f"INTERRUPTED {unit.label}: {s.reason}")
     if counts[STALE]:
         print("Stale runs were made with other settings: --redo-stale replaces them with these settings "
               "(another --output-root keeps both).")
+    if counts[INTERRUPTED]:
+        print("Interrupted runs (killed, preempted or cancelled mid-run) resume where they stopped when the sweep "
+              "is run again; no option needed.")
     if counts[FAILED]:
         print(f"--retry-failed runs failed runs again; `python tools/sweep.py status {sweep_dir}` shows their logs.")
     return counts
@@ -69,7 +77,8 @@ def parse_args(argv):
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
     p.add_argument("--workers", type=int, default=0, help="local: parallel CPU workers when no GPU is visible "
                    "(default 1); with GPUs, one worker per visible GPU")
-    p.add_argument("--retry-failed", action="store_true", help="run the runs that failed last time again")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run the runs that failed last time again (interrupted runs resume without it)")
     p.add_argument("--redo-stale", action="store_true",
                    help="replace runs finished with other settings (FORCE=1 for the scripts)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and cost; run nothing")
@@ -100,9 +109,9 @@ def dry_run(units, by_id, jobs, launcher: str) -> None:
         print(f"{len(jobs)} SLURM job(s) of runs, plus {len({u.group for u in units})} feature-encoding job(s)")
     hours = sum(u.estimate_s for u in units) / 3600
     print(f"estimated cost: about {hours:.1f} GPU-hours (a rough figure, for packing)")
-    print("each unit's state (finished, stale, failed, running, pending) and name:")
+    print(f"each unit's state ({', '.join(state.STATES)}) and name:")
     for unit in units:
-        print(f"  {by_id[unit.id].state:<8}  {unit.label}")
+        print(f"  {by_id[unit.id].state:<11}  {unit.label}")
 
 
 def sweep(args) -> int:
