@@ -4,11 +4,10 @@ cases, the Tip-Adapter-F adapter bookkeeping, reload equality, every backbone fa
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
+from script_runs import run_script_in_process
 from torch import nn
 
 import train
@@ -275,14 +274,13 @@ def test_each_seed_fits_on_its_own_few_shot_images(synthetic_btmri, tmp_path):
 
 
 @pytest.mark.parametrize("method", list(METHODS))
-def test_few_shot_script_end_to_end(synthetic_btmri, tmp_path, method):
-    seeds = "1"  # one seed: each seed is a separate process; seeds 1-3 run the same code
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": seeds,
-           "EXTRA_OPTS": "DATALOADER.NUM_WORKERS 0 FEATURES.TRAIN_VIEWS 2"}
-    script = os.path.join(REPO, "scripts", METHODS[method], "few_shot.sh")
-    proc = subprocess.run(["bash", script, synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_few_shot_script_end_to_end(synthetic_btmri, tmp_path, monkeypatch, method):
+    """Each feature method's few_shot.sh (its runs in this process): trains and tests, the record counting
+    the training views it read, the final checkpoint saved under the method's module name."""
+    seeds = "1"  # one seed: seeds 1-3 run the same code
+    script = f"scripts/{METHODS[method]}/few_shot.sh"
+    run_script_in_process(script, [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path, monkeypatch,
+                          "DATALOADER.NUM_WORKERS 0 FEATURES.TRAIN_VIEWS 2", SEEDS=seeds)
     run = tmp_path / "output" / "btmri" / "shots_2" / f"{method}_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend"
     for seed in seeds.split():
         result = json.load(open(run / f"seed{seed}" / "results.json"))

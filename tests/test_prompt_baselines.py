@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from test_end_to_end import run_script
+from script_runs import run_script_in_process
 from test_trainers import make_trainer
 
 import train
@@ -213,10 +213,11 @@ def test_zero_shot_trainers_build_their_classifiers_from_the_frozen_text_tower(s
     ("kgcoop", "KgCoOp", {}),
     ("prograd", "ProGrad", {}),
 ])
-def test_few_shot_script(script, trainer, env, synthetic_btmri, tmp_path):
-    proc = run_script(f"scripts/{script}/few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"], tmp_path,
-                      SEEDS="1", EXTRA_OPTS=FAST, **env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_few_shot_script(script, trainer, env, synthetic_btmri, tmp_path, monkeypatch):
+    """Each prompt baseline's few_shot.sh (its run in this process; ENSEMBLE=1 picks the ensemble): the
+    prompt learners train and save their final checkpoint, zero-shot only evaluates."""
+    run_script_in_process(f"scripts/{script}/few_shot.sh", [synthetic_btmri, "btmri", "2", "TinyBiomedCLIP"],
+                          tmp_path, monkeypatch, FAST, **env)
     seed_dir = tmp_path / "output/btmri/shots_2" / f"{trainer}_TinyBiomedCLIP" / "nctx4_cscFalse_ctpend/seed1"
     result = json.load(open(seed_dir / "results.json"))
     assert result["method"] == trainer and result["total"] == 24 and 0 <= result["accuracy"] <= 100
@@ -229,11 +230,12 @@ def test_few_shot_script(script, trainer, env, synthetic_btmri, tmp_path):
     ("zeroshot", "ZeroShotEnsemble", {"ENSEMBLE": "1"}),
     ("cocoop", "CoCoOp", {}),  # trains 10 epochs and tests the novel classes with epoch 10
 ])
-def test_base2new_script(script, trainer, env, synthetic_btmri, tmp_path):
+def test_base2new_script(script, trainer, env, synthetic_btmri, tmp_path, monkeypatch):
+    """base2new.sh (its runs in this process): trained (or zero-shot) on the base classes, tested
+    eval-only on the new classes."""
     opts = "DATALOADER.NUM_WORKERS 0 DATASET.NUM_SHOTS 2"
-    proc = run_script(f"scripts/{script}/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path,
-                      SEEDS="1", EXTRA_OPTS=opts, **env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_script_in_process(f"scripts/{script}/base2new.sh", [synthetic_btmri, "btmri", "TinyBiomedCLIP"], tmp_path,
+                          monkeypatch, opts, **env)
     sub = f"btmri/shots_16/{trainer}_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     base = json.load(open(tmp_path / "output" / "base2new" / "train_base" / sub / "results.json"))
     new = json.load(open(tmp_path / "output" / "base2new" / "test_new" / sub / "results.json"))

@@ -5,12 +5,11 @@ that reload to the same accuracy, and the four scripts end to end on the tiny tw
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from script_runs import run_script_in_process
 
 import train
 from engine.config import get_cfg_default
@@ -225,20 +224,14 @@ def test_checkpoint_holds_only_learned_tensors_and_reloads_to_the_same_accuracy(
     assert again["accuracy"] == trained["accuracy"] and again["per_class_accuracy"] == trained["per_class_accuracy"]
 
 
-def run_script(script, args, cwd, extra):
-    env = {**os.environ, "PYTHON": sys.executable, "SEEDS": "1", "EXTRA_OPTS": extra}
-    return subprocess.run(["bash", os.path.join(REPO, script), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
-
-
 @pytest.mark.parametrize("script,model,extra", [
     ("clip_lora/few_shot.sh", "TinyPMCCLIP", "TRAINER.CLIPLORA.ITERS_PER_SHOT 1"),
     ("clip_svd/few_shot.sh", "TinyBiomedCLIP", "OPTIM.MAX_EPOCH 1"),
 ])
-def test_few_shot_scripts_end_to_end(synthetic_btmri, tmp_path, script, model, extra):
-    proc = run_script(f"scripts/{script}", [synthetic_btmri, "btmri", "4", model], tmp_path,
-                      f"{extra} DATALOADER.NUM_WORKERS 0")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_few_shot_scripts_end_to_end(synthetic_btmri, tmp_path, monkeypatch, script, model, extra):
+    """CLIP-LoRA's and CLIP-SVD's few_shot.sh (its run in this process) train and test on BTMRI."""
+    run_script_in_process(f"scripts/{script}", [synthetic_btmri, "btmri", "4", model], tmp_path, monkeypatch,
+                          f"{extra} DATALOADER.NUM_WORKERS 0")
     method = "CLIPLoRA" if "lora" in script else "CLIPSVD"
     result = json.load(open(tmp_path / "output/btmri/shots_4" / f"{method}_{model}" / "nctx4_cscFalse_ctpend/seed1"
                             / "results.json"))
@@ -249,10 +242,12 @@ def test_few_shot_scripts_end_to_end(synthetic_btmri, tmp_path, script, model, e
     ("clip_lora/base2new.sh", "TinyBiomedCLIP", "TRAINER.CLIPLORA.ITERS_PER_SHOT 0 OPTIM.MAX_EPOCH 1"),
     ("clip_svd/base2new.sh", "TinyPMCCLIP", "OPTIM.MAX_EPOCH 1"),
 ])
-def test_base2new_scripts_test_the_latest_checkpoint_on_new_classes(synthetic_btmri, tmp_path, script, model, extra):
-    proc = run_script(f"scripts/{script}", [synthetic_btmri, "btmri", model], tmp_path,
-                      f"{extra} DATALOADER.NUM_WORKERS 0")
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_base2new_scripts_test_the_latest_checkpoint_on_new_classes(synthetic_btmri, tmp_path, monkeypatch, script,
+                                                                   model, extra):
+    """base2new.sh (its runs in this process) with no --load-epoch: the new classes are tested with the
+    latest checkpoint of the base run, whatever its epoch count."""
+    run_script_in_process(f"scripts/{script}", [synthetic_btmri, "btmri", model], tmp_path, monkeypatch,
+                          f"{extra} DATALOADER.NUM_WORKERS 0")
     method = "CLIPLoRA" if "lora" in script else "CLIPSVD"
     sub = f"btmri/shots_16/{method}_{model}/nctx4_cscFalse_ctpend/seed1"
     base = json.load(open(tmp_path / "output/base2new/train_base" / sub / "results.json"))
