@@ -35,7 +35,6 @@ from engine.tracking import Tracker, report_targets, settings_params
 from engine.utils import get_logger, torch_save_atomic, write_json
 
 
-
 def split_trainer_name(name: str) -> tuple[str, str | None]:
     """'BiomedCoOp_TinyBiomedCLIP' -> ('BiomedCoOp', 'TinyBiomedCLIP'); a bare method name has no backbone."""
     if name in TRAINER_REGISTRY:

@@ -13,9 +13,10 @@ asked for now; one made with other settings is stale and is left alone, named wi
 differ, unless --redo-stale (the scripts' FORCE=1) replaces it. A run stopped mid-way (killed,
 preempted, cancelled) with its resume state is interrupted, and the next sweep resumes it; a failed
 run (it crashed, or left nothing to resume) is left alone unless --retry-failed. Before fanning out,
-one job per (model, dataset) encodes the frozen image features the runs will read. A grid file is YAML with the option names as keys (a single value may stand for a
-list); options given on the command line win. The local launcher ends with a summary and exits 1
-unless every run of the grid is finished.
+one job per (model, dataset) encodes the frozen image features the runs will read. A grid file is
+YAML with the option names as keys (a single value may stand for a list); options given on the
+command line win. The local launcher ends with a summary and exits 1 unless every run of the grid
+is finished.
 """
 
 from __future__ import annotations
