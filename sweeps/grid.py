@@ -1,4 +1,8 @@
-"""The grid a sweep runs (methods x datasets x shots x seeds x models), from a YAML file and options."""
+"""The grid a sweep runs (methods x datasets x shots x seeds x models), from a YAML file and options.
+
+protocol: few_shot (scripts/<method>/few_shot.sh), base2new (base2new.sh) or dg (dg.sh: the few-shot
+run on each dataset as the source, then its model scored on the source's domain-generalisation targets).
+"""
 
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ def method_scripts() -> dict[str, tuple[str, dict[str, str]]]:
 GRID_KEYS = ("methods", "datasets", "shots", "seeds", "models", "protocol", "root", "output_root", "extra_opts")
 LIST_KEYS = ("methods", "datasets", "shots", "seeds", "models")
 INT_KEYS = ("shots", "seeds")
-PROTOCOLS = ("few_shot", "base2new")
+PROTOCOLS = ("few_shot", "base2new", "dg")
 # What --quick adds to every run: the one key that shortens every method (engine.config.epoch_budget).
 QUICK_OPTS = "TRAIN.TRIAL_EPOCHS 1"
 
@@ -97,6 +101,17 @@ def check_names(grid: dict) -> None:
             raise unknown_name("model", model, models)
 
 
+def check_dg_sources(datasets: list[str], where: str) -> None:
+    """A dg grid's datasets are the sources: each must have targets (datasets/benchmarks.py DG_SOURCE)."""
+    from datasets.benchmarks import DG_SOURCE, dg_targets, spec_for
+
+    sources = sorted({spec_for(s).config for s in DG_SOURCE.values()})
+    for dataset in datasets:
+        if not dg_targets(dataset):
+            raise UserError(f"{where}: datasets: {dataset!r} has no domain-generalisation targets, so protocol dg "
+                            f"cannot run it; valid sources: {' '.join(sources)} (docs/domain_generalization.md)")
+
+
 def build_grid(file_grid: dict, options: dict, where: str = "the grid") -> dict:
     """The grid: the file's keys, then the options that are set (they win), then the defaults."""
     grid = dict(file_grid)
@@ -113,7 +128,9 @@ def build_grid(file_grid: dict, options: dict, where: str = "the grid") -> dict:
     if missing:
         raise UserError(f"the grid needs {', '.join('--' + k for k in missing)} (or a --grid file naming them)")
     if grid["protocol"] not in PROTOCOLS:
-        raise UserError(f"{where}: protocol must be few_shot or base2new, not {grid['protocol']!r}")
+        raise UserError(f"{where}: protocol must be one of {', '.join(PROTOCOLS)}, not {grid['protocol']!r}")
+    if grid["protocol"] == "dg":
+        check_dg_sources(grid["datasets"], where)
     check_names(grid)
     grid["output_root"] = os.path.abspath(str(grid["output_root"]))
     grid["root"] = os.path.abspath(str(grid["root"]))

@@ -2,7 +2,8 @@
 
 Each (method, dataset, K, model) asks scripts/<method>/<protocol>.sh for its train.py commands
 (PRINT_RUNS=1), so a sweep runs exactly what the scripts run, where they write it. A unit is one
-seed of one such call: one command (few-shot) or two (base-to-novel: train on base, test on new).
+seed of one such call: one command (few-shot), two (base-to-novel: train on base, test on new), or
+for domain generalisation the source's few-shot run and then one evaluation per target.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ SKIP_FINISHED = "--skip-finished"
 
 @dataclass
 class Unit:
-    """One seed of one script call: one train.py command (few-shot) or two (base-to-novel)."""
+    """One seed of one script call: one train.py command (few-shot), two (base-to-novel), or the source run
+    and its evaluation on each target (dg)."""
 
     id: str
     label: str
@@ -54,7 +56,7 @@ def script_commands(method: str, protocol: str, dataset: str, shots: int, model:
     script = os.path.join(REPO, "scripts", folder, f"{protocol}.sh")
     if not os.path.isfile(script):
         raise UserError(f"{method} has no {protocol} script ({script})")
-    args = [root, dataset, str(shots), model] if protocol == "few_shot" else [root, dataset, model]
+    args = [root, dataset, model] if protocol == "base2new" else [root, dataset, str(shots), model]
     full_env = {**os.environ, **env, "PRINT_RUNS": "1", "SEEDS": " ".join(map(str, seeds)),
                 "OUTPUT_ROOT": output_root, "EXTRA_OPTS": extra_opts, "PYTHON": sys.executable}
     full_env.pop("FORCE", None)  # the sweep decides what to replace (--redo-stale), not the caller's shell
@@ -78,7 +80,7 @@ def plan_units(grid: dict, notes: list[str] | None = None, estimate: bool = Fals
 
     units = []
     protocol = grid["protocol"]
-    shots_list = grid["shots"] if protocol == "few_shot" else [16]
+    shots_list = [16] if protocol == "base2new" else grid["shots"]
     for model in grid["models"]:
         for dataset in grid["datasets"]:
             spec = next((s for s in BENCHMARKS.values() if dataset.lower() in (s.name.lower(), s.config)), None)
@@ -92,7 +94,7 @@ def plan_units(grid: dict, notes: list[str] | None = None, estimate: bool = Fals
                                                    grid["root"], grid["output_root"], grid["extra_opts"])
                     for seed in grid["seeds"]:
                         commands = by_seed.get(seed, [])
-                        task = f"K={shots}" if protocol == "few_shot" else "base2new"
+                        task = {"few_shot": f"K={shots}", "dg": f"DG K={shots}"}.get(protocol, "base2new")
                         uid = f"{protocol}-{method}-{model}-{dataset.lower()}-k{shots}-s{seed}"
                         outputs = [option(c, "--output-dir") for c in commands]
                         units.append(Unit(uid, f"{method} {dataset} {model} {task} seed {seed}", commands, outputs,

@@ -7,16 +7,17 @@
     python tools/sweep.py ... --quick            # a trial of the whole grid: TRAIN.TRIAL_EPOCHS 1 for every run
     python tools/sweep.py status SWEEP_DIR       # finished / stale / failed / running / pending / interrupted
 
-The runs are the scripts' own (scripts/<method>/few_shot.sh, or base2new.sh with --protocol base2new),
-written where the scripts write them. A run is finished when its results.json records the settings
-asked for now; one made with other settings is stale and is left alone, named with the keys that
-differ, unless --redo-stale (the scripts' FORCE=1) replaces it. A run stopped mid-way (killed,
-preempted, cancelled) with its resume state is interrupted, and the next sweep resumes it; a failed
-run (it crashed, or left nothing to resume) is left alone unless --retry-failed. Before fanning out,
-one job per (model, dataset) encodes the frozen image features the runs will read. A grid file is
-YAML with the option names as keys (a single value may stand for a list); options given on the
-command line win. The local launcher ends with a summary and exits 1 unless every run of the grid
-is finished.
+The runs are the scripts' own (scripts/<method>/few_shot.sh; base2new.sh with --protocol base2new;
+dg.sh with --protocol dg: each dataset is a source, trained few-shot, then scored on its
+domain-generalisation targets), written where the scripts write them. A run is finished when its
+results.json records the settings asked for now; one made with other settings is stale and is left
+alone, named with the keys that differ, unless --redo-stale (the scripts' FORCE=1) replaces it. A
+run stopped mid-way (killed, preempted, cancelled) with its resume state is interrupted, and the
+next sweep resumes it; a failed run (it crashed, or left nothing to resume) is left alone unless
+--retry-failed. Before fanning out, one job per (model, dataset) encodes the frozen image features
+the runs will read. A grid file is YAML with the option names as keys (a single value may stand for
+a list); options given on the command line win. The local launcher ends with a summary and exits 1
+unless every run of the grid is finished.
 """
 
 from __future__ import annotations
@@ -65,10 +66,11 @@ def parse_args(argv):
     p.add_argument("--grid", help="YAML file with the grid (methods, datasets, shots, seeds, models, root, ...)")
     p.add_argument("--methods", nargs="+", help=f"methods: {' '.join(grids.method_scripts())}")
     p.add_argument("--datasets", nargs="+", help="dataset config names (btmri busi ...)")
-    p.add_argument("--shots", nargs="+", type=int, help="K values (few_shot; default 16)")
+    p.add_argument("--shots", nargs="+", type=int, help="K values (few_shot and dg; default 16)")
     p.add_argument("--seeds", nargs="+", type=int, help="seeds (default 1 2 3)")
     p.add_argument("--models", nargs="+", help="backbones (BiomedCLIP CLIP PubMedCLIP PMCCLIP, or twins)")
-    p.add_argument("--protocol", choices=grids.PROTOCOLS)
+    p.add_argument("--protocol", choices=grids.PROTOCOLS,
+                   help="few_shot (default), base2new, or dg (datasets are DG sources: btmri busi)")
     p.add_argument("--root", help="data root")
     p.add_argument("--output-root", help="where runs go (default output, as the scripts)")
     p.add_argument("--extra-opts", help='config overrides for every run, e.g. "OPTIM.MAX_EPOCH 10"')
