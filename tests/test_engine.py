@@ -200,3 +200,19 @@ def test_prompt_ensemble_loads_in_class_order_and_names_a_short_class(tmp_path):
         load_ensemble("BTMRI", classes, 2, directory=str(tmp_path))
     with pytest.raises(UserError, match=r"no prompts for class\(es\) \['kidney stone'\]"):
         load_ensemble("BTMRI", ["kidney stone"], 1, directory=str(tmp_path))
+
+
+def test_macro_f1_is_scikit_learns_without_importing_it():
+    """engine.evaluation.macro_f1 (no scikit-learn import per run) gives f1_score(average="macro",
+    labels=np.unique(gt)) exactly: classes never predicted, predictions of classes absent from gt."""
+    import numpy as np
+    from sklearn.metrics import f1_score
+
+    from engine.evaluation import macro_f1
+
+    rng = np.random.default_rng(0)
+    cases = [(np.array([0, 0, 1, 2]), np.array([0, 0, 0, 0])),  # classes 1 and 2 never predicted
+             (np.array([1, 1, 2]), np.array([0, 1, 3]))]  # predicted 0 and 3 are not in gt
+    cases += [(rng.integers(0, 5, n), rng.integers(0, 6, n)) for n in (1, 7, 50, 300)]
+    for gt, pred in cases:
+        assert macro_f1(gt, pred) == f1_score(gt, pred, average="macro", labels=np.unique(gt))
