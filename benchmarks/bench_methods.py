@@ -194,10 +194,46 @@ def measure(trainer_name: str, config: str, root: str, tmp: str, quick: bool, ba
     return out
 
 
-def project(r: dict) -> tuple[float, str]:
-    """Seconds of a whole 16-shot BTMRI-size run from a child's parts, and the formula with its numbers."""
+RATE = "image-tower pass"  # the child that measures the steady seconds per extraction pass
+
+
+def pass_rate(root: str, tmp: str, quick: bool, backbone: str) -> dict:
+    """Seconds per image-tower pass of a run's feature extraction (decoding, the tower, cache writes) at a
+    steady rate: a warm-up job of 8 training images, then a job of 24 (56 without --quick) others, through
+    the zero-shot trainer's feature cache. A method's shortened run extracts a few images in one job, whose
+    one-off costs (first call, cache set-up) would weigh on every pass if divided by its few images."""
+    import torch
+    from run_all import method_cfg, peak_rss_gb
+
+    from engine.data import transform_spec
+    from engine.trainer import build_trainer
+
+    cfg = method_cfg(root, os.path.join(tmp, "run"), os.path.join(tmp, "cache"), "ZeroShot",
+                     METHODS["ZeroShot"][2], None, FULL["shots"], backbone,
+                     ("TRAIN.THREADS", "1", "DATALOADER.NUM_WORKERS", "0"))
+    torch.manual_seed(0)
+    trainer = build_trainer(cfg)
+    items = trainer.dm.dataset.train_x
+    spec = transform_spec(cfg, False)
+
+    def job(part):
+        return timed(lambda: trainer.feature_cache.get(part, trainer.dm.tfm_test, spec, desc="pass rate"))[1]
+
+    warm, rest = items[:8], items[8: 8 + (24 if quick else 56)]
+    warm_s, steady_s = job(warm), job(rest)
+    return {"kind": "rate", "per_pass": steady_s / len(rest), "n": len(rest), "warm_s": warm_s,
+            "n_warm": len(warm), "peak_gb": peak_rss_gb()}
+
+
+def project(r: dict, rate: float | None = None) -> tuple[float, str]:
+    """Seconds of a whole 16-shot BTMRI-size run from a child's parts, and the formula with its numbers.
+    `rate`: the steady seconds per pass (pass_rate); the child's own extraction beyond its passes at that
+    rate is then a one-off of the run. Without it, the child's extraction divided by its passes."""
     parts, text = [r["build_s"]], [f"build {r['build_s']:.1f}"]
     per_pass = r["extract_s"] / r["passes"] if r["passes"] else 0.0
+    once = 0.0
+    if rate and r["passes"] and r["kind"] != "pixels":
+        per_pass, once = rate, max(r["extract_s"] - r["passes"] * rate, 0.0)
     if r["kind"] != "pixels" and r["passes"]:
         if r["kind"] == "cached":  # measured with one view: the config's views per training image
             train = FULL["train"] * r["views"] * r["train_passes"] / r["n_train"]
@@ -205,8 +241,8 @@ def project(r: dict) -> tuple[float, str]:
             train = FULL["train"] * r["train_passes"] / r["n_train"] if r["n_train"] else 0
         val = FULL["val"] if r.get("val_passes") else 0
         n = train + val + FULL["test"]
-        parts.append(n * per_pass)
-        text.append(f"{n:,.0f} passes x {per_pass:.3f}")
+        parts.append(n * per_pass + once)
+        text.append(f"{n:,.0f} passes x {per_pass:.3f}" + (f" + extraction one-off {once:.1f}" if rate else ""))
     if r["steps"]:
         parts += [r["steps"] * r["step_s"], r["epochs"] * r["per_epoch_s"] + r["first_extra_s"]]
         text.append(f"{r['steps']:,} steps x {r['step_s']:.3f} + {r['epochs']:,} epochs x {r['per_epoch_s']:.3f} "
@@ -227,7 +263,10 @@ def project(r: dict) -> tuple[float, str]:
 
 def child_main(args) -> int:
     try:
-        result = measure(args.child, args.config, args.root, args.tmp, args.quick, args.backbone)
+        if args.child == RATE:
+            result = pass_rate(args.root, args.tmp, args.quick, args.backbone)
+        else:
+            result = measure(args.child, args.config, args.root, args.tmp, args.quick, args.backbone)
     except Exception as err:  # one line for the parent's table; the rest go on
         first = (str(err).strip().splitlines() or [""])[0]
         print("RESULT " + json.dumps({"error": f"{type(err).__name__}: {first}"[:300]}))
@@ -239,7 +278,8 @@ def child_main(args) -> int:
 def run_child(trainer_name: str, config: str, root: str, tmp: str, quick: bool, backbone: str,
               timeout: float) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", trainer_name, "--config", config, "--root", root,
-           "--tmp", os.path.join(tmp, trainer_name), "--backbone", backbone, *(["--quick"] if quick else [])]
+           "--tmp", os.path.join(tmp, trainer_name.replace(" ", "_")), "--backbone", backbone,
+           *(["--quick"] if quick else [])]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout, check=False)
@@ -272,7 +312,7 @@ def paper_grid_commands(tmp: str) -> list[list[str]]:
             os.environ["METHODS"] = saved
 
 
-def grid_hours(results: dict, commands: list[list[str]]) -> dict:
+def grid_hours(results: dict, commands: list[list[str]], rate: float | None = None) -> dict:
     """Hours of the grid per family: every train.py command priced by its method's measured model at its
     own K and dataset; the frozen-feature passes counted once (shared cache, sweeps/cost.py)."""
     import train
@@ -319,7 +359,8 @@ def grid_hours(results: dict, commands: list[list[str]]) -> dict:
     per_pass = [r["extract_s"] / r["passes"] for r in results.values() if "error" not in r and r.get("passes")]
     shared = cache_passes(cached_commands)["cached"] if cached_commands else 0
     return {"families": families, "runs": sum(f["runs"] for f in families.values()), "shared_passes": shared,
-            "per_pass": statistics.median(per_pass) if per_pass else float("nan")}
+            "per_pass": rate or (statistics.median(per_pass) if per_pass else float("nan")),
+            "rate_measured": bool(rate)}
 
 
 # ----- the section ----------------------------------------------------------------------------------
@@ -340,22 +381,34 @@ def methods_section(quick: bool, only=None, methods: dict | None = None, backbon
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "data")
         write_btmri(root, test_per_class=1 if quick else 4)
+        rate = None
+        if any(methods[n][3] not in (TOWER, TWO) for n in names):
+            steady = run_child(RATE, "", root, tmp, quick, backbone, timeout)
+            if "error" in steady:
+                print(f"  steady seconds per image-tower pass: not measured: {steady['error']}; each method's own "
+                      f"extraction divided by its passes is used instead")
+            else:
+                rate = steady["per_pass"]
+                print(f"  steady seconds per image-tower pass (decode, tower, cache write; a job of {steady['n']} "
+                      f"images after a warm-up job of {steady['n_warm']} that took {steady['warm_s']:.1f} s): "
+                      f"{rate:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
+            load.append(os.getloadavg()[0])
         for name in names:
             results[name] = r = run_child(name, methods[name][2], root, tmp, quick, backbone, timeout)
-            status = r["error"] if "error" in r else f"{project(r)[0] / 3600:.2f} h projected"
+            status = r["error"] if "error" in r else f"{project(r, rate)[0] / 3600:.2f} h projected"
             print(f"  measured {methods[name][0]}: {status} (load average {os.getloadavg()[0]:.1f})", flush=True)
             load.append(os.getloadavg()[0])
-        print_table(results, methods, names)
-        out = {"results": results, "load": (min(load), max(load))}
+        print_table(results, methods, names, rate)
+        out = {"results": results, "rate": rate, "load": (min(load), max(load))}
         if grid:
-            out["grid"] = g = grid_hours(results, paper_grid_commands(tmp))
+            out["grid"] = g = grid_hours(results, paper_grid_commands(tmp), rate)
             print_grid(g)
     print(f"\n(the methods section took {(time.perf_counter() - wall) / 60:.1f} min; load average "
           f"{min(load):.1f}-{max(load):.1f} while it ran, {os.getloadavg()[0]:.1f} at the end)")
     return out
 
 
-def print_table(results: dict, methods: dict, names: list[str]) -> None:
+def print_table(results: dict, methods: dict, names: list[str], rate: float | None = None) -> None:
     print("\nmeasured: build, one step (the fit for a feature head: measured on its training images), test seconds "
           "per image, peak resident memory (VmHWM of the method's process); projected: the whole 16-shot "
           "BTMRI-size run (64 training images, 1,717 test images) by the formula shown")
@@ -371,14 +424,14 @@ def print_table(results: dict, methods: dict, names: list[str]) -> None:
             if "error" in r:
                 print(f"{label:<20}not measured: {r['error']}")
                 continue
-            whole, formula = project(r)
+            whole, formula = project(r, rate)
             if r["kind"] == "fit":
                 step = f"{r['fit_s']:.2f} fit"
             else:
                 step = f"{r['step_s']:.3f}" if r["steps"] else "-"
             per_test = r["test_s"] / r["n_test"] if r["kind"] == "pixels" else 0.0
             if r["passes"]:  # frozen features: a test image costs a pass, paid with the extraction
-                per_test += r["extract_s"] / r["passes"]
+                per_test += rate or r["extract_s"] / r["passes"]
             print(f"{label:<20}{r['build_s']:>9.1f}{step:>12}{r['batch'] if r['steps'] else '-':>6}"
                   f"{r['steps'] or '-':>7}{per_test:>12.4f}{whole / 3600:>13.3f}{r['peak_gb']:>9.2f}")
             measured = (f"shortened run: {r['shots']} shot(s), {r['n_train']} training images, "
@@ -407,7 +460,8 @@ def print_grid(g: dict) -> None:
     total += shared
     print(f"  {'image-tower passes of the frozen-feature families':<52}{g['shared_passes']:>11,} passes "
           f"{shared / 3600:>7,.1f} h (shared feature cache, counted as sweeps/cost.py counts them, at "
-          f"{g['per_pass']:.3f} s per pass: the median of the children's)")
+          f"{g['per_pass']:.3f} s per pass: "
+          + ("the steady rate measured above)" if g.get("rate_measured") else "the median of the children's)"))
     print(f"  {'whole grid':<52}{g['runs']:>6,} runs {total / 3600:>12,.1f} h (projection)")
 
 
