@@ -347,8 +347,9 @@ def attention_section(runs: list[Run], root: str) -> str:
     if not failed and not collapsed:
         return '<h2 id="attention">Failed and collapsed runs</h2><p>None: every run finished and none collapsed.</p>'
     out = ['<h2 id="attention">Failed and collapsed runs</h2>',
-           f"<p>{len(failed)} failed run(s) (a log but no usable results.json) and {len(collapsed)} collapsed "
-           "run(s) (every test image given the same class), each with the end of its log.</p>",
+           f"<p>{len(failed)} run(s) without a usable results.json (failed, interrupted or still running) and "
+           f"{len(collapsed)} collapsed run(s) (every test image given the same class), each with the end of its "
+           "log.</p>",
            "<table><tr><th>State</th><th>Run folder</th><th>Why</th><th>End of log.txt</th></tr>"]
     for r in failed:
         status = run_status(r.path)
@@ -503,7 +504,8 @@ def build_report(root: str, paper: bool = True, seeds: list[int] | None = None, 
     pairs = csv_pairs(report.csv_rows)
     evidence = Evidence(runs)
     finished = sum(r.ok for r in runs)
-    failed = len(runs) - finished
+    interrupted = sum(not r.ok and r.state == "interrupted" for r in runs)
+    failed = len(runs) - finished - interrupted
     collapsed = sum(r.ok and r.collapsed for r in runs)
     twins = sorted({r.backbone for r in runs if paper_backbone(r.backbone)[1]})
     heading = title or f"Results: {os.path.basename(os.path.abspath(root))}"
@@ -517,7 +519,9 @@ def build_report(root: str, paper: bool = True, seeds: list[int] | None = None, 
     banner = (f'<p class="banner">{esc(", ".join(twins))}: tiny random twin(s) on synthetic data; the numbers show '
               "the pipeline, not the methods.</p>") if twins else ""
     summary = (f'<p class="muted">{len(runs)} run folder(s) under {esc(root)}: {finished} finished '
-               f"({collapsed} collapsed), {failed} failed. Every number is a row of "
+               f"({collapsed} collapsed), {failed} failed"
+               + (f", {interrupted} interrupted (rerunning resumes them)" if interrupted else "")
+               + ". Every number is a row of "
                "<code>python tools/make_tables.py ROOT --format csv</code>; click a mean for the seeds behind it."
                "</p>")
     body = "\n".join(p for p in parts if p)

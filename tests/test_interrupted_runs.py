@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import make_tables
 import pytest
 import sweep
 import torch
@@ -16,6 +17,7 @@ from engine import preempt
 from engine.runs import CRASH_LINE, FAILED, INTERRUPTED, STALE, latest_log, run_status
 from engine.trainer import TrainerX
 from results.records import scan
+from results.report import build_report
 from sweeps import launch, plan
 from sweeps.grid import build_grid
 
@@ -76,7 +78,8 @@ def stop_after_first_epoch(monkeypatch, how):
 
 
 def test_a_run_killed_after_epoch_1_reads_interrupted_and_the_sweep_resumes_it_unasked(synthetic_btmri, tmp_path,
-                                                                                         capsys):
+                                                                                         capsys, monkeypatch):
+    monkeypatch.setattr(launch, "encode_command", lambda plan_path, group: ["true"])  # the run encodes its own
     reference = the_unit(synthetic_btmri, tmp_path / "ref")
     assert train.main(reference.commands[0][2:]) == 0  # the same run, uninterrupted
 
@@ -92,10 +95,13 @@ def test_a_run_killed_after_epoch_1_reads_interrupted_and_the_sweep_resumes_it_u
 
     (folder,) = scan(str(out))  # what the tables list
     assert folder.state == INTERRUPTED and not folder.ok
-    tables = subprocess.run([sys.executable, "tools/make_tables.py", str(out)], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
-    assert f"interrupted: {run_dir}: stopped after epoch 1 of 3; rerunning resumes it" in tables.stdout
-    assert f"failed: {run_dir}" not in tables.stdout
+    capsys.readouterr()
+    make_tables.main([str(out)])
+    tables = capsys.readouterr().out
+    assert f"interrupted: {run_dir}: stopped after epoch 1 of 3; rerunning resumes it" in tables
+    assert f"failed: {run_dir}" not in tables
+    page = build_report(str(out), paper=False)
+    assert 'data-run-state="interrupted"' in page and "0 failed, 1 interrupted (rerunning resumes them)" in page
 
     assert sweep.main([*sweep_argv(synthetic_btmri, out), "--dry-run"]) == 0
     assert "  interrupted  CoOp btmri TinyBiomedCLIP K=2 seed 1" in capsys.readouterr().out
