@@ -7,7 +7,8 @@ one image-tower pass per crop, paid once and then shared by every method, seed a
 sees the same image. Test features are computed once per backbone and dataset.
 
 Extraction runs at the machine's speed: inference mode, batches of DATALOADER.TEST.BATCH_SIZE
-decoded by up to min(cores, DATALOADER.NUM_WORKERS) loader workers that prefetch the next batches,
+decoded by up to min(cores, DATALOADER.NUM_WORKERS) loader workers that prefetch the next batches
+(none on a CPU with CPU_IN_PROCESS_CORES cores or fewer, where the tower's threads take every core),
 pinned memory on CUDA, and FEATURES.PRECISION (auto = bf16/fp16 autocast on CUDA, fp32 elsewhere)
 for the frozen tower. Features are stored as FEATURES.STORE_DTYPE and returned as fp32. A precision or
 storage other than fp32 is part of the file name, so caches of different precisions never mix.
@@ -47,6 +48,8 @@ PATCH_CHUNK = 2048
 CPU_TOWER_CHUNK = 25
 # Torch threads for decoding and cropping in this process (loader workers use one each already).
 DECODE_THREADS = 1
+# On a CPU with at most this many cores, extraction decodes in its own process (no loader workers).
+CPU_IN_PROCESS_CORES = 2
 
 
 class PatchViews:
@@ -244,8 +247,13 @@ class FeatureCache:
         backbone = self.backbone
         cuda = self.device.type == "cuda"
         # Workers decode the next batches while the tower encodes this one; a single batch has nothing
-        # to overlap, so it is decoded in this process (no worker start-up).
-        workers = 0 if len(jobs) <= self.batch_size else min(self.workers, -(-len(jobs) // self.batch_size) - 1)
+        # to overlap, so it is decoded in this process (no worker start-up). On a CPU with few cores the
+        # tower's threads already use them all and workers only take cores from it: on 2 shared cores,
+        # 2 workers made extraction 1.11x slower at 2 tower threads, 1.17x under TRAIN.THREADS auto
+        # (benchmarks/bench_extraction_workers.py, load average 4-6).
+        few_cores = not cuda and available_cores() <= CPU_IN_PROCESS_CORES
+        workers = 0 if len(jobs) <= self.batch_size or few_cores else min(
+            self.workers, -(-len(jobs) // self.batch_size) - 1)
         loader = DataLoader(
             _ViewDataset(jobs, transform, seeded), batch_size=self.batch_size, num_workers=workers,
             pin_memory=cuda, prefetch_factor=2 if workers else None,
@@ -259,8 +267,8 @@ class FeatureCache:
         # A loader draws its workers' seeds from the global RNG; forking keeps a run's training
         # randomness the same whether its features were cached or computed just now. Images decoded in
         # this process (no workers) are cropped and normalised at one thread: on 2 loaded cores a
-        # 2-thread pool made those tiny elementwise operations 40 ms per image against 1.5 ms at one
-        # (same values: elementwise). Each tower call sets its own count.
+        # 2-thread pool for those tiny elementwise operations made a job 1.10x slower (same benchmark;
+        # same values: elementwise). Each tower call sets its own count.
         with torch.random.fork_rng(devices=[]), eval_mode(backbone), torch_threads(DECODE_THREADS):
             for images in tqdm(loader, desc=desc, unit="batch", leave=False, disable=None):
                 pixels = images.to(self.device, non_blocking=cuda)

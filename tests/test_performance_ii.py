@@ -247,3 +247,46 @@ def test_extraction_decodes_at_one_thread_and_runs_the_tower_at_its_own_count(sy
         torch.set_num_threads(before)
     assert seen == {"decode": {features.DECODE_THREADS}, "tower": {2}} and after == 2
     assert torch.allclose(feats, expected.float(), atol=1e-6)
+
+
+def test_run_all_thread_policy_pools_auto_with_the_count_it_chose_and_still_shows_a_wrong_choice():
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import run_all
+
+    # Auto chose 1 thread, the fastest: its own slots drew slower samples than 1 thread's fixed slots (noise
+    # between two medians of one configuration); pooled, auto is 1 thread's cost.
+    times = {1: [0.40, 0.42, 0.41], 2: [1.9, 2.0, 2.1], "auto": [0.47, 0.48, 0.46]}
+    fig = run_all.policy_figures(times, auto=1)
+    assert fig["median"]["auto"] == 0.47 and fig["chosen"] == pytest.approx(0.44)
+    assert fig["vs_best"] == 1.0 and fig["vs_one"] == 1.0
+    # Auto chose 2 threads where 1 is four times faster: the figure says so.
+    wrong = run_all.policy_figures(times, auto=2)
+    assert wrong["vs_best"] > 1.10 and wrong["vs_one"] > 1.10
+
+
+@pytest.mark.parametrize("cores, expected", [(2, 0), (4, 2)])
+def test_extraction_on_a_cpu_with_two_cores_decodes_in_process(synthetic_btmri, tiny_biomedclip, tmp_path,
+                                                              monkeypatch, cores, expected):
+    """On a CPU with CPU_IN_PROCESS_CORES cores or fewer the tower's threads take every core, so a job of
+    several batches gets no loader workers; with more cores it gets them (up to one per batch after the first)."""
+    from engine import features
+    from engine.config import get_cfg_default
+    from engine.data import DataManager, build_transform, transform_spec
+
+    cfg = get_cfg_default()
+    cfg.merge_from_file(os.path.join(REPO, "configs/datasets/btmri.yaml"))
+    cfg.DATASET.ROOT, cfg.DATALOADER.NUM_WORKERS = synthetic_btmri, 0
+    items = DataManager(cfg).dataset.test[:12]
+    asked = []
+    real_loader = features.DataLoader
+
+    def loader(dataset, num_workers, prefetch_factor, **kwargs):
+        asked.append(num_workers)  # then load in this process: the count asked for is what is checked
+        return real_loader(dataset, num_workers=0, **kwargs)
+
+    monkeypatch.setattr(features, "available_cores", lambda: cores)
+    monkeypatch.setattr(features, "DataLoader", loader)
+    cache = features.FeatureCache(str(tmp_path / "cache"), tiny_biomedclip, torch.device("cpu"), batch_size=4,
+                                  workers=8, threads="1")
+    feats = cache.get(items, build_transform(cfg, False), transform_spec(cfg, False))
+    assert asked == [expected] and feats.shape[:2] == (1, len(items))
