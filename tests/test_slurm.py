@@ -1,7 +1,7 @@
 """tools/sweep.py --launcher slurm on a real single-node SLURM cluster (tests/slurm_cluster.py): the
 encoding array and the dependent run array, --max-concurrent, packing, status, a failed run and
 --retry-failed, the table; a job given SLURM's pre-termination signal requeues and finishes identical
-to an uninterrupted run; a job scancelled mid-run resumes when the sweep is run again (--retry-failed).
+to an uninterrupted run; a job scancelled mid-run resumes when the sweep is run again (no option: it reads as interrupted, not failed).
 
 The cluster is installed (apt-get, as root) and started once per module; where it cannot be, the
 tests skip with the reason in one line."""
@@ -163,7 +163,7 @@ def test_the_pre_termination_signal_requeues_and_resumes_to_the_same_result(
     same_result(run, reference)
 
 
-def test_a_cancelled_job_resumes_when_the_sweep_is_retried(on_cluster, synthetic_btmri, reference, tmp_path, capsys):
+def test_a_cancelled_job_resumes_when_the_sweep_runs_again(on_cluster, synthetic_btmri, reference, tmp_path, capsys):
     out = tmp_path / "out"
     run = out / RUN / "seed1"
     argv = base(synthetic_btmri, out, extra=LONG)
@@ -173,9 +173,9 @@ def test_a_cancelled_job_resumes_when_the_sweep_is_retried(on_cluster, synthetic
     assert (run / "resume.pth").exists() and not (run / "results.json").exists()
     capsys.readouterr()
     assert sweep.main(["status", str(out / "sweeps" / "sweep")]) == 0
-    assert "log.txt but no results.json (crashed or killed)" in capsys.readouterr().out  # as any stopped run
-    assert sweep.main([*argv, "--retry-failed"]) == 0
-    assert "1 runs: 1 failed, 1 to run" in capsys.readouterr().out
+    assert "INTERRUPTED CoOp btmri TinyBiomedCLIP K=2 seed 1: stopped after epoch" in capsys.readouterr().out
+    assert sweep.main(argv) == 0  # an interrupted run resumes without --retry-failed
+    assert "1 runs: 1 interrupted, 1 to run" in capsys.readouterr().out
     wait_empty(on_cluster)
     logs = "".join(open(p).read() for p in glob.glob(str(run / "log.txt*")))
     assert "already done" in logs
