@@ -381,23 +381,35 @@ def methods_section(quick: bool, only=None, methods: dict | None = None, backbon
     with tempfile.TemporaryDirectory() as tmp:
         root = os.path.join(tmp, "data")
         write_btmri(root, test_per_class=1 if quick else 4)
-        rate = None
-        if any(methods[n][3] not in (TOWER, TWO) for n in names):
+        rates: list[float] = []
+        frozen = any(methods[n][3] not in (TOWER, TWO) for n in names)
+
+        def measure_rate(when: str) -> None:
             steady = run_child(RATE, "", root, tmp, quick, backbone, timeout)
-            if "error" in steady:
-                print(f"  steady seconds per image-tower pass: not measured: {steady['error']}; each method's own "
-                      f"extraction divided by its passes is used instead")
-            else:
-                rate = steady["per_pass"]
-                print(f"  steady seconds per image-tower pass (decode, tower, cache write; a job of {steady['n']} "
-                      f"images after a warm-up job of {steady['n_warm']} that took {steady['warm_s']:.1f} s): "
-                      f"{rate:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
             load.append(os.getloadavg()[0])
+            if "error" in steady:
+                print(f"  steady seconds per image-tower pass ({when}): not measured: {steady['error']}")
+                return
+            rates.append(steady["per_pass"])
+            print(f"  steady seconds per image-tower pass ({when}; decode, tower, cache write; a job of "
+                  f"{steady['n']} images after a warm-up job of {steady['n_warm']} that took {steady['warm_s']:.1f} "
+                  f"s): {steady['per_pass']:.3f} s (load average {load[-1]:.1f})", flush=True)
+
+        if frozen:
+            measure_rate("at the start")
         for name in names:
             results[name] = r = run_child(name, methods[name][2], root, tmp, quick, backbone, timeout)
+            rate = statistics.mean(rates) if rates else None
             status = r["error"] if "error" in r else f"{project(r, rate)[0] / 3600:.2f} h projected"
             print(f"  measured {methods[name][0]}: {status} (load average {os.getloadavg()[0]:.1f})", flush=True)
             load.append(os.getloadavg()[0])
+        if frozen:  # the load moves during the section: the rate is measured at both ends, their mean used
+            measure_rate("at the end")
+        rate = statistics.mean(rates) if rates else None
+        if frozen:
+            use = (f"{rate:.3f} s per pass, the mean of the two" if rate else
+                   "each method's own extraction divided by its passes (no steady rate measured)")
+            print(f"  the projections below use {use}")
         print_table(results, methods, names, rate)
         out = {"results": results, "rate": rate, "load": (min(load), max(load))}
         if grid:
@@ -437,7 +449,9 @@ def print_table(results: dict, methods: dict, names: list[str], rate: float | No
             measured = (f"shortened run: {r['shots']} shot(s), {r['n_train']} training images, "
                         f"{r['short_steps']} step(s) in {r['short_epochs']} epoch(s), {r['n_test']} test images, "
                         f"{r['passes']} image-tower passes counted before the test ({r['train_passes']} training, "
-                        f"{r.get('val_passes', 0)} val), {r['test_passes']} in the test")
+                        f"{r.get('val_passes', 0)} val), {r['test_passes']} in the test"
+                        + (f"; its own extraction {r['extract_s']:.1f} s = {r['extract_s'] / r['passes']:.3f} s per "
+                           "pass" if r["passes"] else ""))
             print(f"{'':<20}{measured}")
             print(f"{'':<20}whole run = {formula} = {whole:,.0f} s")
 
