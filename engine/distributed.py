@@ -9,8 +9,9 @@ This is DistributedDataParallel's arithmetic done explicitly, because these meth
 through hooks and several calls per step rather than one module's forward. Rank 0 alone writes:
 log.txt, checkpoints, resume state, curves, results.json and the run lock.
 
-Only methods that read pixels (uses_frozen_image_features False: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe,
-BiomedDPT) run this way; a method that trains on cached features refuses (its step is milliseconds).
+Only methods that read pixels (TrainerX.frozen_image_path False: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe,
+BiomedDPT with learned visual prompts) run this way; a method that trains on cached features refuses
+(its step is milliseconds).
 """
 
 from __future__ import annotations
@@ -82,10 +83,11 @@ def any_rank(flag: bool) -> bool:
 
 def check_method(trainer_cls, cfg, method: str) -> None:
     """One line for a method this mode does not run: those training on cached image features."""
-    if is_distributed() and trainer_cls.uses_frozen_image_features and cfg.FEATURES.ENABLED:
+    if is_distributed() and trainer_cls.frozen_image_path(cfg) and cfg.FEATURES.ENABLED:
         raise UserError(f"{method} trains on cached image features (milliseconds per step): run it as one process "
                         "(python train.py, or NPROC=1 for the scripts), not under torchrun. Several processes "
-                        "are for the methods that read pixels: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe, BiomedDPT.")
+                        "are for the methods that read pixels: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe, and BiomedDPT "
+                        "with TRAINER.BIOMEDDPT.VISUAL_LEARNED True.")
 
 
 class ShardedBatchSampler:

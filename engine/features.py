@@ -17,6 +17,10 @@ Patch tokens (the image tower's per-patch outputs in the joint space, for method
 opt-in second kind of entry: `get_with_patches` computes them in the same pass as the global feature and
 keeps them in their own files (`...-patches-v<view>.pt`), so a run that calls only `get` never computes,
 reads or writes them.
+
+A method whose frozen image path is not the plain tower (BiomedDPT's zero prompts inside every image
+block) gives the cache a FeatureVariant: its settings join the file names' digest, so its features and
+the plain tower's never share an entry, and its own forward encodes the images.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -50,6 +55,19 @@ CPU_TOWER_CHUNK = 25
 DECODE_THREADS = 1
 # On a CPU with at most this many cores, extraction decodes in its own process (no loader workers).
 CPU_IN_PROCESS_CORES = 2
+
+
+@dataclass(frozen=True)
+class FeatureVariant:
+    """A method's own frozen image path, cached apart from the plain tower's features.
+
+    name: a readable part of the file names; key: the settings by which its features differ from
+    `encode_image`'s (JSON-able, part of the digest: two settings never share a file); encode: images ->
+    global features through that path, with nothing in it that trains."""
+
+    name: str
+    key: dict
+    encode: Callable[[torch.Tensor], torch.Tensor]
 
 
 class PatchViews:
@@ -133,8 +151,10 @@ class FeatureCache:
     """
 
     def __init__(self, cache_dir: str, backbone, device: torch.device, batch_size: int = 64, workers: int = 0,
-                 precision: str = "fp32", store: str = "fp32", threads="auto"):
+                 precision: str = "fp32", store: str = "fp32", threads="auto",
+                 variant: FeatureVariant | None = None):
         self.dir = os.path.join(cache_dir, backbone.cache_key())
+        self.variant = variant
         self.backbone = backbone
         self.device = torch.device(device)
         self.batch_size = batch_size
@@ -162,6 +182,8 @@ class FeatureCache:
 
     def _path(self, spec: dict, view: int, kind: str = "") -> str:
         suffix = f"-{kind}" if kind else ""
+        if self.variant is not None:  # another image path: its settings in the digest, its name readable
+            spec, suffix = {**spec, "variant": self.variant.key}, f"-{self.variant.name}{suffix}"
         return os.path.join(self.dir, f"{self.spec_key(spec)}{self.precision_tag()}{suffix}-v{view}.pt")
 
     @staticmethod
@@ -189,6 +211,8 @@ class FeatureCache:
         the store dtype, read from disk one view at a time (every view of a 16-shot run together takes
         gigabytes, one view megabytes). Missing ones are encoded with their global features, a few views
         at a time, so extraction holds at most about PATCH_CHUNK image views of patch tokens in memory."""
+        if self.variant is not None:
+            raise ValueError(f"feature variant {self.variant.name} gives global features only, no patch tokens")
         step = max(1, PATCH_CHUNK // max(1, len(items)))
         for start in range(0, views, step):
             chunk = range(start, min(views, start + step))
@@ -245,6 +269,7 @@ class FeatureCache:
 
     def _compute(self, jobs, transform, seeded, tables: dict, desc) -> None:
         backbone = self.backbone
+        encode = self.variant.encode if self.variant is not None else backbone.encode_image
         cuda = self.device.type == "cuda"
         # Workers decode the next batches while the tower encodes this one; a single batch has nothing
         # to overlap, so it is decoded in this process (no worker start-up). On a CPU with few cores the
@@ -277,7 +302,7 @@ class FeatureCache:
                     began = time.perf_counter()
                     with torch_threads(count), torch.inference_mode(), autocast(self.device, self.amp_dtype):
                         parts.append(backbone.encode_image_tokens(x) if PATCHES in tables
-                                     else (backbone.encode_image(x),))
+                                     else (encode(x),))
                     threads.record(count, len(x), time.perf_counter() - began)
                 outputs = [torch.cat(kind) for kind in zip(*parts)]
                 # Outside inference mode, so the stored tensors are ordinary ones autograd may read.

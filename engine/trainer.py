@@ -25,7 +25,7 @@ from engine.config import epoch_budget, flat_config
 from engine.data import DataManager, stack_labels, transform_spec
 from engine.errors import UserError
 from engine.evaluation import classification_report, report_lines
-from engine.features import FeatureCache, feature_cache_dir
+from engine.features import FeatureCache, FeatureVariant, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
@@ -103,7 +103,8 @@ class FeatureBatches:
 class TrainerX:
     """Base trainer for labelled data ("X" as in Dassl)."""
 
-    # Methods that tune the image tower (CLIP-LoRA, CLIP-SVD) set this False and receive pixels.
+    # Methods that tune the image tower (CLIP-LoRA, CLIP-SVD) set this False and receive pixels; a method
+    # whose answer depends on its config overrides frozen_image_path (an instance holds its config's).
     uses_frozen_image_features = True
     # Whether TrainerX applies TRAINER.<METHOD>.PREC (autocast + gradient scaler) around
     # forward_backward; methods that manage their own precision set this False.
@@ -133,6 +134,7 @@ class TrainerX:
         # --eval-only: which checkpoint was tested); recorded with the config in results.json.
         self.run_options: dict = {}
         self.check_cfg(cfg)
+        self.uses_frozen_image_features = self.frozen_image_path(cfg)
         # The backbone first: a run that stops at its weights (offline, none on disk) has then written
         # nothing, not even the few-shot split. Neither step draws from the other's RNG (the draw uses
         # Python's random, weight initialisation torch's), so the order changes no number.
@@ -145,6 +147,7 @@ class TrainerX:
             self.backbone, self.device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
             workers=cfg.DATALOADER.NUM_WORKERS, precision=cfg.FEATURES.PRECISION, store=cfg.FEATURES.STORE_DTYPE,
             threads=cfg.TRAIN.THREADS,
+            variant=self.feature_variant(cfg, self.backbone) if self.use_feature_cache else None,
         )
         self.setup_mixed_precision()
         self.build_model()
@@ -179,6 +182,24 @@ class TrainerX:
     # ----- hooks -------------------------------------------------------------------------------
     def check_cfg(self, cfg) -> None:
         pass
+
+    @classmethod
+    def frozen_image_path(cls, cfg) -> bool:
+        """Whether, under cfg, nothing in this method's image path trains, so a view's image feature is a
+        fixed function of its pixels and the feature cache can serve it (FEATURES.ENABLED permitting)."""
+        return cls.uses_frozen_image_features
+
+    @classmethod
+    def feature_variant_key(cls, cfg) -> dict | None:
+        """The settings by which this method's frozen image path differs from the plain tower's, or None
+        (the plain tower). They name its cache files; sweeps count its passes apart from the shared ones."""
+        return None
+
+    @classmethod
+    def feature_variant(cls, cfg, backbone) -> FeatureVariant | None:
+        """The feature cache's variant for a method whose frozen image path is not `encode_image`: its
+        key (`feature_variant_key`) and its forward. None: the plain tower's features, shared by all."""
+        return None
 
     def build_data_loader(self) -> None:
         self.dm = DataManager(self.cfg)

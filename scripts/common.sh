@@ -6,7 +6,8 @@
 # Environment: SEEDS="1 2 3", OUTPUT_ROOT=output, PYTHON=python, EXTRA_OPTS="KEY VALUE ...", FORCE=1,
 # RUN_LABEL=NAME (a variant's name: TRAINER.RUN_LABEL, and its own folder <config tag>_NAME),
 # WAIT_FOR_LOCK=1 (a seed whose folder another run is writing waits for it instead of stopping),
-# NPROC=N (train each seed under torchrun with N processes: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe, BiomedDPT).
+# NPROC=N (train each seed under torchrun with N processes: CLIP-LoRA, CLIP-SVD, EviSteer, MaPLe; BiomedDPT
+# only with EXTRA_OPTS="TRAINER.BIOMEDDPT.VISUAL_LEARNED True": its default trains on cached features, one process).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

@@ -7,13 +7,16 @@ Counting, per image and per pass through the image tower:
 - frozen-feature methods: the feature cache encodes each test image once per backbone and dataset,
   and each training image once per augmented view (FEATURES.TRAIN_VIEWS, by default one per
   epoch); views are shared by every method and seed that draws the same image, so the count given
-  is an upper bound. "Without the cache" is what re-encoding every image every epoch would cost.
+  is an upper bound. A method whose frozen image path is its own (BiomedDPT's zero prompts)
+  shares its passes only with runs of the same setting. "Without the cache" is what re-encoding
+  every image every epoch would cost.
 - methods that tune the image tower: every training image of every iteration, forward and
   backward (their iteration budget, or epochs x images), plus one test pass each.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -68,12 +71,14 @@ def count_passes(commands: list[list[str]]) -> dict:
         lines.append(f"{'done  ' if done else 'to run'}  {cfg.TRAINER.NAME:<28} {spec.name:<10} K={shots:<3} "
                      f"seed {cfg.SEED}  {subsample:<4} {'eval' if args.eval_only else f'{epochs} epochs':<10} "
                      f"-> {cfg.OUTPUT_DIR}")
-        if cls.uses_frozen_image_features:
-            key = (backbone, spec.name, shots, cfg.SEED, subsample)
+        if cls.frozen_image_path(cfg):
+            variant = cls.feature_variant_key(cfg)  # a method's own image path (BiomedDPT): passes of its own
+            tower = (backbone, json.dumps(variant, sort_keys=True)) if variant else backbone
+            key = (tower, spec.name, shots, cfg.SEED, subsample)
             if epochs:
                 views[key] = max(views.get(key, 0), cfg.FEATURES.TRAIN_VIEWS or epochs)
                 images[key] = n_train
-            tests[(backbone, spec.name, subsample)] = n_test
+            tests[(tower, spec.name, subsample)] = n_test
             totals["uncached"] += epochs * n_train + n_test
         else:
             node = cfg.TRAINER.get(getattr(cls, "cfg_key", ""), {})

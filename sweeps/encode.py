@@ -12,6 +12,7 @@ Runs that tune the image tower (CLIP-LoRA, CLIP-SVD) read no cached features and
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -55,7 +56,7 @@ def encode_group(plan_path: str, group: str) -> int:
         for argv in unit.commands:
             args, cfg = train_config(argv)
             cls = trainer_class(cfg)
-            if not (cls.uses_frozen_image_features and cfg.FEATURES.ENABLED) or cfg.TEST.get("DATASET"):
+            if not (cls.frozen_image_path(cfg) and cfg.FEATURES.ENABLED) or cfg.TEST.get("DATASET"):
                 continue  # pixels each step, or another dataset's test split: nothing this job can share
             if cfg.SEED >= 0:
                 set_random_seed(cfg.SEED)  # the run's own few-shot draw
@@ -67,11 +68,13 @@ def encode_group(plan_path: str, group: str) -> int:
                 backbone.requires_grad_(False)
                 backbones[weights] = backbone.eval()
             where = feature_cache_dir(cfg, dm.dataset.dataset_dir)
-            key = (weights, where, cfg.FEATURES.PRECISION, cfg.FEATURES.STORE_DTYPE)
+            variant = json.dumps(cls.feature_variant_key(cfg), sort_keys=True)  # a method's own image path
+            key = (weights, where, cfg.FEATURES.PRECISION, cfg.FEATURES.STORE_DTYPE, variant)
             if key not in caches:
                 caches[key] = FeatureCache(where, backbones[weights], device, batch_size=cfg.DATALOADER.TEST.BATCH_SIZE,
                                            workers=cfg.DATALOADER.NUM_WORKERS, precision=cfg.FEATURES.PRECISION,
-                                           store=cfg.FEATURES.STORE_DTYPE)
+                                           store=cfg.FEATURES.STORE_DTYPE,
+                                           variant=cls.feature_variant(cfg, backbones[weights]))
             cache, shell = caches[key], _shell(cls, cfg, dm)
             if not args.eval_only and not is_zero_shot(cls):
                 cache.get(dm.dataset.train_x, dm.tfm_train, transform_spec(cfg, True),

@@ -149,7 +149,7 @@ def training_steps(cfg, cls, n_train: int) -> int:
     from engine.config import epoch_budget
 
     batch = cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-    if cls.uses_frozen_image_features:
+    if cls.frozen_image_path(cfg):
         return epoch_budget(cfg) * (n_train // batch if n_train >= batch else 1)
     per_epoch = max(1, -(-n_train // batch))
     node = cfg.TRAINER.get(getattr(cls, "cfg_key", ""), {})
@@ -170,7 +170,7 @@ def estimate_seconds(argv: list[str]) -> float:
     spec = BENCHMARKS.get(cfg.DATASET.NAME)
     n_cls = len(spec.classnames) if spec else 10
     shots = cfg.DATASET.NUM_SHOTS if cfg.DATASET.NUM_SHOTS > 0 else 16
-    if not cls.uses_frozen_image_features:
+    if not cls.frozen_image_path(cfg):
         kind = "tower"
     elif hasattr(cls, "fit"):
         kind = "feature"

@@ -1,6 +1,8 @@
-"""BiomedDPT: the L1 constraint and KL term against hand-computed values, and the clinical prompt
-learner (learned leading words of the template, clear errors for a template that cannot hold them)."""
+"""BiomedDPT: the L1 constraint and KL term against hand-computed values, the clinical prompt
+learner (learned leading words of the template, clear errors for a template that cannot hold them), and
+training on cached features of the zero-prompted image tower exactly as on pixels of the same view."""
 
+import glob
 import json
 import math
 import os
@@ -115,11 +117,30 @@ def test_zero_visual_prompts_reweight_attention_and_one_step_moves_only_the_cont
 def test_learned_visual_prompts_start_at_zero_and_train(synthetic_btmri, tmp_path):
     trainer = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path, ["TRAINER.BIOMEDDPT.VISUAL_LEARNED", "True"])
     assert list(trainer._models) == ["prompt_learner", "visual_prompts"]
+    assert not trainer.use_feature_cache and trainer.feature_cache.variant is None  # learned prompts: pixels
     depth = trainer.backbone.tower_layers("image").depth
     assert trainer.visual.tokens.shape == (depth, 4, trainer.backbone.tower_layers("image").width)
     assert not trainer.visual.tokens.any() and trainer.visual.tokens.requires_grad
     one_step(trainer)
     assert trainer.visual.tokens.any()
+
+
+def test_torchrun_is_refused_on_cached_features_and_allowed_with_learned_visual_prompts(synthetic_btmri, tmp_path,
+                                                                                         monkeypatch):
+    from engine import distributed
+    from trainers.biomeddpt import BiomedDPT
+
+    def cfg(*opts):
+        return train.setup_cfg(train.parse_args([
+            "--root", synthetic_btmri, "--trainer", "BiomedDPT_TinyBiomedCLIP", "--config-file", CONFIG,
+            "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"),
+            "--output-dir", str(tmp_path), *opts]))
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="BiomedDPT trains on cached image features"):
+        distributed.check_method(BiomedDPT, cfg(), "BiomedDPT")
+    distributed.check_method(BiomedDPT, cfg("TRAINER.BIOMEDDPT.VISUAL_LEARNED", "True"), "BiomedDPT")
+    distributed.check_method(BiomedDPT, cfg("FEATURES.ENABLED", "False"), "BiomedDPT")
 
 
 def test_pmcclip_refuses_in_one_line(synthetic_btmri, tmp_path):
@@ -140,6 +161,10 @@ def test_checkpoint_holds_only_the_context_and_reloads_to_the_same_accuracy(synt
                        *opts]) == 0
     again = json.load(open(tmp_path / "eval" / "results.json"))
     assert again["accuracy"] == trained["accuracy"] and again["per_class_accuracy"] == trained["per_class_accuracy"]
+    # trained and tested on cached features of the zero-prompted tower: one view per epoch
+    assert len(glob.glob(os.path.join(synthetic_btmri, "**", "feature_cache", "**", "train-*-dpt-v1.pt"),
+                         recursive=True)) >= 1
+    assert "image tower is released" in open(out / "log.txt").read()
 
 
 def run_script(script, args, cwd, monkeypatch):
@@ -157,3 +182,81 @@ def test_scripts_run_few_shot_and_base_to_novel(synthetic_btmri, tmp_path, monke
     sub = "btmri/shots_16/BiomedDPT_TinyBiomedCLIP/nctx4_cscFalse_ctpend/seed1"
     new = json.load(open(tmp_path / "output/base2new/test_new" / sub / "results.json"))
     assert new["classnames"] == ["pituitary tumor", "normal brain"] and new["eval_only"]
+
+
+
+# ----- cached features of the zero-prompted tower (VISUAL_LEARNED False) -----------------------------------
+def view_pixels(trainer, items, view: int) -> torch.Tensor:
+    """The training crops of `items` in `view`, drawn with the seeds the feature cache uses."""
+    from engine.data import transform_spec
+    from engine.features import _ViewDataset
+
+    spec = transform_spec(trainer.cfg, True)
+    views = _ViewDataset([(d, view) for d in items], trainer.dm.tfm_train, spec.get("view_salt") or True)
+    return torch.stack([views[i] for i in range(len(items))])
+
+
+def plain_cache_first(trainer, items) -> torch.Tensor:
+    """Fill the same cache folder with the plain tower's features of the same views first (what a cache key
+    that ignored the prompts would hand BiomedDPT), and return them."""
+    from engine.data import transform_spec
+    from engine.features import FeatureCache
+
+    cache = FeatureCache(os.path.dirname(trainer.feature_cache.dir), trainer.backbone, trainer.device)
+    return cache.get(items, trainer.dm.tfm_train, transform_spec(trainer.cfg, True), views=2)
+
+
+def test_cached_features_are_the_prompted_towers_on_the_same_view(synthetic_btmri, tmp_path):
+    cache_dir = ["FEATURES.CACHE_DIR", str(tmp_path / "cache"), "OPTIM.MAX_EPOCH", "2"]
+    trainer = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path / "run", cache_dir)
+    assert trainer.use_feature_cache and trainer.feature_cache.variant.key == {
+        "zero_visual_prompts": 4, "layers": "every image block"}
+    items = trainer.dm.dataset.train_x
+    plain = plain_cache_first(trainer, items)
+    cached = trainer.train_batches().feats  # (views, N, D), one view per epoch
+    assert cached.shape == plain.shape == (2, len(items), plain.shape[-1])
+    trainer.set_model_mode("eval")
+    for view in range(2):
+        pixels = view_pixels(trainer, items, view)
+        with torch.no_grad():
+            hooked = trainer.image_features({"img": pixels})  # the pixel path: the prompted tower
+            tower = trainer.backbone.encode_image(pixels)
+        torch.testing.assert_close(plain[view], tower, rtol=1e-5, atol=1e-6)  # the plain cache is the plain tower
+        torch.testing.assert_close(cached[view], hooked, rtol=1e-5, atol=1e-6)
+        assert (cached[view] - plain[view]).abs().max() > 1e-3  # the zero prompts change the features
+    files = os.listdir(trainer.feature_cache.dir)  # the plain tower's files and BiomedDPT's, side by side
+    assert len([f for f in files if f.endswith("-dpt-v0.pt")]) == 1
+    assert len([f for f in files if f.endswith("-v0.pt") and "-dpt-" not in f]) == 1
+
+
+def test_a_cached_step_moves_the_context_as_the_pixel_step_on_the_same_view(synthetic_btmri, tmp_path):
+    from engine.data import transform_spec
+
+    opts = ["FEATURES.CACHE_DIR", str(tmp_path / "cache")]
+    cached = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path / "a", opts)
+    pixels = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path / "b", opts)
+    ctx = cached.prompt_learner.ctx.detach().clone()
+    assert torch.equal(ctx, pixels.prompt_learner.ctx)
+    items = cached.dm.dataset.train_x[:4]
+    labels = torch.tensor([d.label for d in items])
+    plain = plain_cache_first(cached, items)[0]
+    feats = cached.feature_cache.get(items, cached.dm.tfm_train, transform_spec(cached.cfg, True))[0]
+    images = view_pixels(cached, items, 0)
+
+    def step(trainer, batch):
+        trainer.set_model_mode("train")
+        trainer.num_batches = 2  # mid-epoch: no LR step
+        torch.manual_seed(0)  # the text tower's dropout draws the same masks in both
+        summary = trainer.forward_backward({**batch, "label": labels})
+        return summary, trainer.prompt_learner.ctx.detach() - ctx
+
+    got, moved = step(cached, {"feat": feats})
+    want, expected = step(pixels, {"img": images})
+    assert expected.abs().max() > 0
+    for key in ("loss", "loss_ce", "loss_l1", "loss_kl"):
+        assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-7)
+    torch.testing.assert_close(moved, expected, rtol=1e-4, atol=1e-9)
+    # the plain tower's features move it measurably differently: the tolerance above tells them apart
+    other = make_trainer(synthetic_btmri, "TinyBiomedCLIP", tmp_path / "c", opts)
+    _, wrong = step(other, {"feat": plain})
+    assert not torch.allclose(wrong, expected, rtol=1e-4, atol=1e-9)

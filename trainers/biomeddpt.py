@@ -11,6 +11,17 @@ every attention: their (LayerNorm bias) keys take a share of each softmax, so th
 tokens are re-weighted. They stay zero by default, as in the code the authors released; VISUAL_LEARNED
 True trains them from zero instead.
 
+Cost: with fixed zero prompts nothing in the image path trains (the tower is frozen and in eval mode,
+the prompts are zeros, their dropout leaves zeros), so the image feature of an augmented view is a fixed
+function of its pixels. The run then trains and tests on cached features of the zero-prompted tower,
+like the other prompt learners: one view per image per epoch (FEATURES.TRAIN_VIEWS caps it), the test
+set once, through the tower's own hooked forward (encode_image_hooked) with the same zeros, and the
+image tower is released before the first step. The cache files carry the prompt setting (FeatureVariant
+"dpt": VISUAL_TOKENS zeros at every block), so the plain tower's features are never read for them. A
+cached step gives the pixel step's loss and gradients on the same view up to float rounding
+(tests/test_biomeddpt.py). VISUAL_LEARNED True (or FEATURES.ENABLED False) trains on pixels, every step
+through the prompted tower; only then may several processes train one run (torchrun).
+
 Loss = CE + L1_LAMBDA x mean|t - p| + KL_LAMBDA x KL(q_zs || q) / (B x C), with t the learned text
 features, p the normalised mean of the LLM prompts' features, q_zs the softmax of scale x cos(image,
 p) and q the learned softmax. docs/two_tower.md lists every choice the paper leaves open.
@@ -25,6 +36,7 @@ from torch import nn
 from backbones.tower_hooks import TowerHooks, require
 from engine.config import prompt_cfg, register_method_cfg
 from engine.errors import UserError
+from engine.features import FeatureVariant
 from engine.prompts import load_ensemble
 from engine.registry import TRAINER_REGISTRY
 from trainers.biomedcoop import kdsp_loss
@@ -106,16 +118,39 @@ class VisualPrompts(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def hooks(self) -> TowerHooks:
-        tokens = self.dropout(self.tokens)
+        # Dropout leaves fixed zeros zero; skipping it keeps the random stream the same as on cached features.
+        tokens = self.dropout(self.tokens) if isinstance(self.tokens, nn.Parameter) else self.tokens
         return TowerHooks(prompts={i: tokens[i] for i in range(tokens.shape[0])})
+
+
+def zero_prompt_hooks(depth: int, n: int, width: int, device) -> TowerHooks:
+    """n zero tokens at every one of the image tower's `depth` blocks: the fixed visual prompts."""
+    zeros = torch.zeros(depth, n, width, device=device)
+    return TowerHooks(prompts={i: zeros[i] for i in range(depth)})
 
 
 @TRAINER_REGISTRY.register()
 class BiomedDPT(PromptTrainer):
-    """The clinical prompt's context (and learned visual prompts) trained on pixels through the prompted image tower."""
+    """The clinical prompt's context trained on cached features of the zero-prompted image tower; with learned
+    visual prompts, both trained on pixels through the prompted tower."""
 
     cfg_key = "BIOMEDDPT"
-    uses_frozen_image_features = False  # the prompted image tower is not the frozen one: no feature cache
+
+    @classmethod
+    def frozen_image_path(cls, cfg) -> bool:
+        return not cfg.TRAINER.BIOMEDDPT.VISUAL_LEARNED  # fixed zero prompts: nothing in the image path trains
+
+    @classmethod
+    def feature_variant_key(cls, cfg) -> dict:
+        return {"zero_visual_prompts": int(cfg.TRAINER.BIOMEDDPT.VISUAL_TOKENS), "layers": "every image block"}
+
+    @classmethod
+    def feature_variant(cls, cfg, backbone) -> FeatureVariant:
+        """Features of the tower with the zero prompts inserted: they take part in attention, so these are
+        not the plain tower's features and are cached under their own key."""
+        image = require(backbone, "BiomedDPT", {"image": "deep prompts (zero vectors at every block)"})["image"]
+        hooks = zero_prompt_hooks(image.depth, int(cfg.TRAINER.BIOMEDDPT.VISUAL_TOKENS), image.width, backbone.device)
+        return FeatureVariant("dpt", cls.feature_variant_key(cfg), lambda x: backbone.encode_image_hooked(x, hooks))
 
     def check_cfg(self, cfg) -> None:
         mcfg = cfg.TRAINER.BIOMEDDPT
@@ -147,7 +182,10 @@ class BiomedDPT(PromptTrainer):
         self.backbone.text_train(mode == "train")  # the authors' whole model trains in train mode: BERT dropout on
 
     def image_features(self, batch: dict) -> torch.Tensor:
-        """The prompted image tower; without learned prompts nothing in it trains, so no graph is kept."""
+        """Cached features of the zero-prompted tower, or the prompted tower on pixels; without learned
+        prompts nothing in it trains, so no graph is kept."""
+        if "feat" in batch:
+            return batch["feat"].to(self.device)
         images = batch["img"].to(self.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.method_cfg.VISUAL_LEARNED):
             return self.backbone.encode_image_hooked(images, self.visual.hooks())
