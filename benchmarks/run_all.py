@@ -183,11 +183,14 @@ def tower_floor(bb, rounds: int) -> dict:
     from engine.threads import thread_candidates, thread_limit, torch_threads
 
     seconds: dict[int, list[float]] = {c: [] for c in thread_candidates(thread_limit())}
+    small: dict[int, list[float]] = {c: [] for c in seconds}  # 4-image chunks: the size auto's trials once had
     for _ in range(rounds):
         for count, got in seconds.items():
             with torch_threads(count):
                 got.append(extraction_seconds(bb, CPU_TOWER_CHUNK, batch=CPU_TOWER_CHUNK) / CPU_TOWER_CHUNK)
-    return {"fastest": {c: min(v) for c, v in seconds.items()}, "chunk": CPU_TOWER_CHUNK, "rounds": rounds}
+                small[count].append(extraction_seconds(bb, 4, batch=4) / 4)
+    return {"fastest": {c: min(v) for c, v in seconds.items()}, "chunk": CPU_TOWER_CHUNK, "rounds": rounds,
+            "small": {c: min(v) for c, v in small.items()}}
 
 
 def gap_parts(r, views, pass_floor, step_floor, per_step, per_epoch, once, test_batches, warm_extract) -> dict:
@@ -700,6 +703,8 @@ def main(argv=None) -> int:
               + ", ".join(f"{c} thread(s) {v:.3f} s" for c, v in tower["fastest"].items())
               + f") + 1,600 steps x {step_floor:.3f} s (the fastest step this run measured: sections 2 and 2b, "
               f"and each step of the shortened runs)")
+        print("  the same tower alone on 4-image chunks (the trial size auto's extraction once compared counts on): "
+              + ", ".join(f"{c} thread(s) {v:.3f} s" for c, v in tower["small"].items()) + " per image")
         rows = [
             ("cold cache, faithful (1 view per epoch)", cold, FULL["epochs"], 5, "cold_faithful"),
             ("cold cache, 10 views", cold, 10, 15, "cold_10"),

@@ -9,9 +9,9 @@ machine more threads win. So
   RNG untouched) is timed at 1, 2, 4, ... threads up to the cores this process may use, interleaved
   over a few rounds; the fastest count (a count within 5% of it that uses fewer threads wins, being
   less exposed to load) is kept for the rest of the process for that method and size, and logged once;
-- extraction: the first images of a job go through the tower in small chunks, one at each candidate
-  count, and the rest at the fastest per image, so measuring costs no extra pass; a job too small to
-  measure uses the count the process last measured for that model.
+- extraction: the first images of a job go through the tower in chunks of the size the rest will
+  take, one at each candidate count, and the rest at the fastest per image, so measuring costs no
+  extra pass; a job too small to measure uses the count the process last measured for that model.
 
 The counts never change which numbers a method computes, only how fast; CPU reductions may round
 differently at another count, so for bit-identical reruns on a CPU fix TRAIN.THREADS. OMP_NUM_THREADS,
@@ -138,7 +138,11 @@ class ExtractionThreads:
     count; the rest of the job runs at the fastest per image, which the process remembers (per model)
     for jobs too small to measure. A fixed count is used throughout."""
 
-    TRIAL = 4  # images per trial chunk
+    # Images per trial chunk: the chunk the rest of the job runs at on a CPU (engine/features.py
+    # CPU_TOWER_CHUNK), so the counts are compared as they will be used: on 2 shared cores, 2 threads
+    # were up to 1.5-2x slower per image on chunks of 4 than on chunks of 25, so 4-image trials chose 1
+    # thread where 2 were faster (benchmarks/run_all.py section 3 prints both chunk sizes).
+    TRIAL = 25
 
     def __init__(self, setting, images: int, key: str = "", log: Callable[[str], None] | None = None):
         fixed = parse_threads(setting)

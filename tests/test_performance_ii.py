@@ -98,7 +98,7 @@ def test_step_threads_fixed_auto_once_per_key_and_capped_by_omp(monkeypatch):
     assert step_threads("auto", ("other",), probe, lines.append) == 1 and not calls
 
 
-def test_extraction_tries_each_count_on_small_chunks_then_keeps_the_fastest(monkeypatch):
+def test_extraction_tries_each_count_on_chunks_of_the_working_size_then_keeps_the_fastest(monkeypatch):
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.setattr(threads, "_chosen", {})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -113,13 +113,14 @@ def test_extraction_tries_each_count_on_small_chunks_then_keeps_the_fastest(monk
                 plan.record(n, len(x), per_image[n] * len(x))
         return calls
 
-    plan = ExtractionThreads("auto", images=60, key="m", log=lines.append)
-    calls = encode(plan, [torch.zeros(50, 1), torch.zeros(10, 1)])
+    assert ExtractionThreads.TRIAL == 25  # the CPU tower chunk: counts compared as the job will use them
+    plan = ExtractionThreads("auto", images=160, key="m", log=lines.append)
+    calls = encode(plan, [torch.zeros(100, 1), torch.zeros(60, 1)])
     # Warm-up at the cores it has, one trial chunk per count, then the fastest in chunks of 25.
-    assert calls == [(4, 2), (4, 1), (4, 2), (25, 1), (13, 1), (10, 1)]
-    assert sum(n for n, _ in calls) == 60 and len(lines) == 1 and "extraction on 1 thread(s)" in lines[0]
+    assert calls == [(25, 2), (25, 1), (25, 2), (25, 1), (25, 1), (25, 1), (10, 1)]
+    assert sum(n for n, _ in calls) == 160 and len(lines) == 1 and "extraction on 1 thread(s)" in lines[0]
     # A job too small to measure uses what the process measured for that model; another model, its cores.
-    assert encode(ExtractionThreads("auto", images=8, key="m"), [torch.zeros(8, 1)]) == [(8, 1)]
+    assert encode(ExtractionThreads("auto", images=99, key="m"), [torch.zeros(99, 1)]) == [(25, 1)] * 3 + [(24, 1)]
     assert encode(ExtractionThreads("auto", images=8, key="other"), [torch.zeros(8, 1)]) == [(8, 2)]
     assert {n for _, n in encode(ExtractionThreads("1", images=60, key="x"), [torch.zeros(60, 1)])} == {1}
 
