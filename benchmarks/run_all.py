@@ -555,8 +555,12 @@ def main(argv=None) -> int:
     quick = args.quick
     repeats = 1 if quick else 3
     n_prompts = 5 if quick else 50  # teacher prompts per class in the reference-style build
-    epochs = 2 if quick else 3  # epochs of the shortened whole run (two at least: the first pays one-off costs)
     shots = 4 if quick else 16  # shots of the shortened whole run (16 images and 4 steps an epoch at 4)
+    from engine.threads import ExtractionThreads, thread_candidates, thread_limit
+    # Epochs of the shortened whole run: two at least (the first pays one-off costs), and enough views
+    # (one per epoch) that its extraction job tries thread counts as a whole run's 6,400-view job does.
+    trial_views = ExtractionThreads.TRIAL * (len(thread_candidates(thread_limit())) + 2)
+    epochs = max(2 if quick else 3, -(-trial_views // (shots * 4)))
     test_per_class = 2 if quick else 25
     results: dict[str, tuple] = {}
     initial_threads = torch.get_num_threads()  # runs under TRAIN.THREADS auto change it; sections 2 and 3 reset it
