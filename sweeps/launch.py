@@ -38,10 +38,16 @@ def train_command(argv: list[str], nproc: int) -> list[str]:
     import backbones  # noqa: F401  (the registries split_trainer_name reads)
     import trainers  # noqa: F401
     from engine.registry import TRAINER_REGISTRY
-    from engine.trainer import split_trainer_name
+    from engine.trainer import TrainerX, split_trainer_name
+    from sweeps.plan import train_config
 
     method, _ = split_trainer_name(option(argv, "--trainer"))
-    if TRAINER_REGISTRY.get(method).uses_frozen_image_features:
+    cls = TRAINER_REGISTRY.get(method)
+    cached = cls.uses_frozen_image_features
+    if cls.frozen_image_path.__func__ is not TrainerX.frozen_image_path.__func__:  # the run's config decides
+        cfg = train_config(argv)[1]
+        cached = cls.frozen_image_path(cfg) and cfg.FEATURES.ENABLED
+    if cached:
         return argv
     return [argv[0], "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), *argv[1:]]
 

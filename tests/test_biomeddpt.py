@@ -141,6 +141,15 @@ def test_torchrun_is_refused_on_cached_features_and_allowed_with_learned_visual_
         distributed.check_method(BiomedDPT, cfg(), "BiomedDPT")
     distributed.check_method(BiomedDPT, cfg("TRAINER.BIOMEDDPT.VISUAL_LEARNED", "True"), "BiomedDPT")
     distributed.check_method(BiomedDPT, cfg("FEATURES.ENABLED", "False"), "BiomedDPT")
+    # a sweep's --gpus-per-job follows the same rule
+    from sweeps.launch import train_command
+
+    argv = ["python", "train.py", "--root", synthetic_btmri, "--trainer", "BiomedDPT_TinyBiomedCLIP", "--config-file",
+            CONFIG, "--dataset-config-file", os.path.join(REPO, "configs/datasets/btmri.yaml"), "--output-dir",
+            str(tmp_path)]
+    assert train_command(argv, 2) == argv
+    learned = [*argv, "TRAINER.BIOMEDDPT.VISUAL_LEARNED", "True"]
+    assert train_command(learned, 2)[1:3] == ["-m", "torch.distributed.run"]
 
 
 def test_pmcclip_refuses_in_one_line(synthetic_btmri, tmp_path):
