@@ -385,7 +385,8 @@ def methods_section(quick: bool, only=None, methods: dict | None = None, backbon
         frozen = any(methods[n][3] not in (TOWER, TWO) for n in names)
 
         def measure_rate(when: str) -> None:
-            steady = run_child(RATE, "", root, tmp, quick, backbone, timeout)
+            # a folder (and so a feature cache) of its own each time: a warm cache would read features back
+            steady = run_child(RATE, "", root, os.path.join(tmp, when.replace(" ", "_")), quick, backbone, timeout)
             load.append(os.getloadavg()[0])
             if "error" in steady:
                 print(f"  steady seconds per image-tower pass ({when}): not measured: {steady['error']}")
@@ -411,7 +412,7 @@ def methods_section(quick: bool, only=None, methods: dict | None = None, backbon
                    "each method's own extraction divided by its passes (no steady rate measured)")
             print(f"  the projections below use {use}")
         print_table(results, methods, names, rate)
-        out = {"results": results, "rate": rate, "load": (min(load), max(load))}
+        out = {"results": results, "rate": rate, "rates": rates, "load": (min(load), max(load))}
         if grid:
             out["grid"] = g = grid_hours(results, paper_grid_commands(tmp), rate)
             print_grid(g)
