@@ -335,13 +335,13 @@ def grid_hours(results: dict, commands: list[list[str]], rate: float | None = No
         spec = BENCHMARKS[cfg.DATASET.NAME]
         fam = families[family]
         fam["runs"] += 1
-        if family not in (TOWER, TWO):  # their image-tower passes are shared: counted once below
+        cls = trainer_class(cfg)
+        if cls.frozen_image_path(cfg):  # its image-tower passes are shared (cache): counted once below
             cached_commands.append(argv)
         r = results.get(name)
         if r is None or "error" in r:
             fam["unmeasured"] += 1
             continue
-        cls = trainer_class(cfg)
         n_train, n_test = cfg.DATASET.NUM_SHOTS * len(spec.classnames), spec.counts["test"]
         if r["kind"] == "pixels":
             seconds = r["build_s"] + r["test_s"] / r["n_test"] * n_test + r["test_once_s"]

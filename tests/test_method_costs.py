@@ -83,3 +83,8 @@ def test_the_grid_prices_every_recorded_run_and_counts_unmeasured_ones(tmp_path,
     sixteen = bench_methods.grid_hours({"MaPLe": pixels}, [c for c in commands if "MaPLe_BiomedCLIP" in c
                                                            and c[c.index("DATASET.NUM_SHOTS") + 1] == "16"])
     assert sixteen["families"][bench_methods.TWO]["seconds"] > one["families"][bench_methods.TWO]["seconds"]
+    # The shared passes are those of every run whose image path is frozen under its config, whatever its
+    # family: BiomedDPT (cached features of its zero-prompted tower) adds its own, MaPLe (pixels) none.
+    def shared(method):
+        return bench_methods.grid_hours({}, [c for c in commands if f"{method}_BiomedCLIP" in c])["shared_passes"]
+    assert shared("BiomedDPT") > 0 and shared("MaPLe") == 0
