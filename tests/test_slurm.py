@@ -1,7 +1,8 @@
 """tools/sweep.py --launcher slurm on a real single-node SLURM cluster (tests/slurm_cluster.py): the
 encoding array and the dependent run array, --max-concurrent, packing, status, a failed run and
 --retry-failed, the table; a job given SLURM's pre-termination signal requeues and finishes identical
-to an uninterrupted run; a job scancelled mid-run resumes when the sweep is run again (no option: it reads as interrupted, not failed).
+to an uninterrupted run; a job scancelled mid-run resumes when the sweep is run again (no option: it
+reads as interrupted, not failed).
 
 The cluster is installed (apt-get, as root) and started once per module; where it cannot be, the
 tests skip with the reason in one line."""
