@@ -558,8 +558,9 @@ def main(argv=None) -> int:
     shots = 4 if quick else 16  # shots of the shortened whole run (16 images and 4 steps an epoch at 4)
     from engine.threads import ExtractionThreads, thread_candidates, thread_limit
     # Epochs of the shortened whole run: two at least (the first pays one-off costs), and enough views
-    # (one per epoch) that its extraction job tries thread counts as a whole run's 6,400-view job does.
-    trial_views = ExtractionThreads.TRIAL * (len(thread_candidates(thread_limit())) + 2)
+    # (one per epoch) that its extraction job tries thread counts as a whole run's 6,400-view job does,
+    # then runs two chunks or more at the count chosen: the steady rate the projection scales.
+    trial_views = ExtractionThreads.trial_images(len(thread_candidates(thread_limit()))) + 2 * ExtractionThreads.TRIAL
     epochs = max(2 if quick else 3, -(-trial_views // (shots * 4)))
     test_per_class = 2 if quick else 25
     results: dict[str, tuple] = {}

@@ -9,9 +9,14 @@ machine more threads win. So
   RNG untouched) is timed at 1, 2, 4, ... threads up to the cores this process may use, interleaved
   over a few rounds; the fastest count (a count within 5% of it that uses fewer threads wins, being
   less exposed to load) is kept for the rest of the process for that method and size, and logged once;
-- extraction: the first images of a job go through the tower in chunks of the size the rest will
-  take, one at each candidate count, and the rest at the fastest per image, so measuring costs no
-  extra pass; a job too small to measure uses the count the process last measured for that model.
+- extraction: the first images of a job go through the tower in trial chunks of the size the rest
+  will take, two rounds over the candidate counts (1 2 1 2), and the job goes on at the count whose
+  best chunk was fastest per image (a slowdown only adds time, so one slow trial does not decide it);
+  a long job re-checks: after 8 chunks, then twice as many each time the choice holds (at most 64),
+  one chunk at each other count, switching when one beats the current count's median chunk since the
+  last check (same 5% rule). Every trial chunk is the job's own work, so measuring costs no extra
+  pass, only the chunks a slower count runs; a job too small to measure uses the count the process
+  last chose for that model.
 
 The counts never change which numbers a method computes, only how fast; CPU reductions may round
 differently at another count, so for bit-identical reruns on a CPU fix TRAIN.THREADS. OMP_NUM_THREADS,
@@ -134,25 +139,44 @@ def step_threads(setting, key: tuple, probe: Callable[[], object] | None, log: C
 
 class ExtractionThreads:
     """Thread counts for the tower calls of one extraction. Under auto, when the job has the images,
-    its first calls are small trial chunks: one warm-up at the cores it has, then one per candidate
-    count; the rest of the job runs at the fastest per image, which the process remembers (per model)
-    for jobs too small to measure. A fixed count is used throughout."""
+    its first calls are trial chunks, ROUNDS rounds over the candidate counts; the job goes on at the
+    count with the fastest chunk per image and re-checks the other counts now and then (see the module
+    docstring). The process remembers the latest choice per model for jobs too small to measure. A
+    fixed count is used throughout."""
 
     # Images per trial chunk: the chunk the rest of the job runs at on a CPU (engine/features.py
     # CPU_TOWER_CHUNK), so the counts are compared as they will be used: on 2 shared cores, 2 threads
     # were up to 1.5-2x slower per image on chunks of 4 than on chunks of 25, so 4-image trials chose 1
     # thread where 2 were faster (benchmarks/run_all.py section 3 prints both chunk sizes).
     TRIAL = 25
+    # Two rounds, interleaved: with one chunk per count, one slow moment during the faster count's chunk
+    # chose 1 thread for a whole job where 2 measured 1.69x faster right after (run_all --quick). The
+    # first round also pays each count's first-call costs, which the per-count minimum then drops.
+    ROUNDS = 2
+    # Steady chunks before the first re-check and the most between two: a wrong choice is caught within
+    # 200 images, and one that holds costs a chunk at each other count ever more rarely.
+    RECHECK, RECHECK_MAX = 8, 64
+
+    @classmethod
+    def trial_images(cls, candidates: int) -> int:
+        """Images the trials take: a job with fewer is not measured."""
+        return cls.TRIAL * cls.ROUNDS * candidates
 
     def __init__(self, setting, images: int, key: str = "", log: Callable[[str], None] | None = None):
         fixed = parse_threads(setting)
         limit = thread_limit()
-        candidates = thread_candidates(limit)
+        self.candidates = thread_candidates(limit)
         self.key, self.log = ("extraction", key), log
-        self.per_image: dict[int, float] = {}
-        measure = fixed is None and limit > 1 and images >= self.TRIAL * (len(candidates) + 2)
-        self.trials = [limit, *candidates] if measure else []  # the first is the warm-up
-        self.warm_up = measure
+        measure = fixed is None and limit > 1 and images >= self.trial_images(len(self.candidates))
+        # Counts of the trial (or re-check) chunks still to run, in order; empty: steady at `choice`.
+        self.trials: list[int] = self.candidates * self.ROUNDS if measure else []
+        self.samples: dict[int, list[float]] = {n: [] for n in self.candidates}  # seconds per image
+        self.per_image: dict[int, float] = {}  # what the last decision compared
+        self.decided = not measure
+        self.steady: list[float] = []  # per image at `choice`, full chunks since the last check
+        self.interval = self.RECHECK
+        self.until_check = self.interval if measure else -1  # -1: never
+        self.run: dict[int, int] = {}  # images encoded at each count
         self.choice = fixed if fixed is not None else _chosen.get(self.key, limit)
 
     def chunks(self, pixels, chunk: int):
@@ -166,16 +190,43 @@ class ExtractionThreads:
 
     def record(self, threads: int, images: int, seconds: float) -> None:
         """The call just made took `seconds` for `images` images at `threads` threads."""
-        if not self.trials:
+        self.run[threads] = self.run.get(threads, 0) + images
+        # A short chunk (a loader batch's end) is slower per image than a full one: it is not compared,
+        # and a trial that came out short is run again on the next chunk.
+        full = images >= self.TRIAL
+        if self.trials:
+            if full:
+                self.trials.pop(0)
+                self.samples[threads].append(seconds / images)
+                if not self.trials:
+                    self._decide()
             return
-        self.trials.pop(0)
-        if self.warm_up:
-            self.warm_up = False
-        else:
-            self.per_image[threads] = seconds / max(images, 1)
-        if not self.trials:
+        if self.until_check < 0 or not full:
+            return
+        self.steady.append(seconds / images)
+        self.until_check -= 1
+        if self.until_check == 0:
+            self.trials = [n for n in self.candidates if n != self.choice]
+
+    def _decide(self) -> None:
+        if not self.decided:  # the first trials: each count's best chunk
+            self.decided = True
+            self.per_image = {n: min(s) for n, s in self.samples.items()}
             self.choice = pick(self.per_image)
             if _chosen.get(self.key) != self.choice and self.log is not None:
                 self.log(f"TRAIN.THREADS auto: extraction on {self.choice} thread(s), the fastest per image "
-                         f"here ({describe(self.per_image, ' per image')})")
-            _chosen[self.key] = self.choice
+                         f"here, best of {self.ROUNDS} trial chunks per count "
+                         f"({describe(self.per_image, ' per image')})")
+        else:  # a re-check: the current count's typical chunk against each other count's chunk just run
+            self.per_image = {n: (statistics.median(self.steady) if n == self.choice else self.samples[n][-1])
+                              for n in self.candidates}
+            choice = pick(self.per_image)
+            if choice != self.choice:
+                if self.log is not None:
+                    self.log(f"TRAIN.THREADS auto: extraction switches from {self.choice} to {choice} thread(s), "
+                             f"faster per image now ({describe(self.per_image, ' per image')})")
+                self.choice, self.interval = choice, self.RECHECK
+            else:
+                self.interval = min(2 * self.interval, self.RECHECK_MAX)
+        self.steady, self.until_check = [], self.interval
+        _chosen[self.key] = self.choice

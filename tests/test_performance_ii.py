@@ -98,31 +98,104 @@ def test_step_threads_fixed_auto_once_per_key_and_capped_by_omp(monkeypatch):
     assert step_threads("auto", ("other",), probe, lines.append) == 1 and not calls
 
 
-def test_extraction_tries_each_count_on_chunks_of_the_working_size_then_keeps_the_fastest(monkeypatch):
+def encode_job(plan, images: int, cost, batch: int = 64) -> list:
+    """Drive `plan` over a job of `images` images in loader batches of `batch`, as engine/features.py
+    does; `cost(done, threads)` is the seconds per image of a chunk starting at image `done` (a fake
+    clock: nothing is timed). The (images, threads) of each tower call."""
+    calls, done = [], 0
+    while done < images:
+        for x, n in plan.chunks(torch.zeros(min(batch, images - done), 1), 25):
+            calls.append((len(x), n))
+            plan.record(n, len(x), cost(done, n) * len(x))
+            done += len(x)
+    assert sum(n for n, _ in calls) == images  # every image once
+    assert plan.run == {t: sum(n for n, c in calls if c == t) for t in {c for _, c in calls}}
+    return calls
+
+
+@pytest.fixture
+def two_cores(monkeypatch):
     monkeypatch.setattr(threads, "available_cores", lambda: 2)
     monkeypatch.setattr(threads, "_chosen", {})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+
+
+def test_extraction_tries_each_count_twice_on_chunks_of_the_working_size_then_keeps_the_fastest(two_cores):
     lines = []
     per_image = {1: 0.1, 2: 0.3}  # one thread is faster here
 
-    def encode(plan, batches):
-        calls = []
-        for pixels in batches:
-            for x, n in plan.chunks(pixels, 25):
-                calls.append((len(x), n))
-                plan.record(n, len(x), per_image[n] * len(x))
-        return calls
-
     assert ExtractionThreads.TRIAL == 25  # the CPU tower chunk: counts compared as the job will use them
     plan = ExtractionThreads("auto", images=160, key="m", log=lines.append)
-    calls = encode(plan, [torch.zeros(100, 1), torch.zeros(60, 1)])
-    # Warm-up at the cores it has, one trial chunk per count, then the fastest in chunks of 25.
-    assert calls == [(25, 2), (25, 1), (25, 2), (25, 1), (25, 1), (25, 1), (10, 1)]
-    assert sum(n for n, _ in calls) == 160 and len(lines) == 1 and "extraction on 1 thread(s)" in lines[0]
-    # A job too small to measure uses what the process measured for that model; another model, its cores.
-    assert encode(ExtractionThreads("auto", images=99, key="m"), [torch.zeros(99, 1)]) == [(25, 1)] * 3 + [(24, 1)]
-    assert encode(ExtractionThreads("auto", images=8, key="other"), [torch.zeros(8, 1)]) == [(8, 2)]
-    assert {n for _, n in encode(ExtractionThreads("1", images=60, key="x"), [torch.zeros(60, 1)])} == {1}
+    calls = encode_job(plan, 160, lambda done, n: per_image[n], batch=100)
+    # Two interleaved rounds of one trial chunk per count, then the fastest in chunks of 25.
+    assert calls == [(25, 1), (25, 2), (25, 1), (25, 2), (25, 1), (25, 1), (10, 1)]
+    assert len(lines) == 1 and "extraction on 1 thread(s)" in lines[0]
+    # A job too small to measure uses what the process chose for that model; another model, its cores.
+    assert ExtractionThreads.trial_images(2) == 100
+    small = encode_job(ExtractionThreads("auto", images=99, key="m"), 99, lambda d, n: 1.0, batch=99)
+    assert small == [(25, 1)] * 3 + [(24, 1)]
+    assert encode_job(ExtractionThreads("auto", images=8, key="other"), 8, lambda d, n: 1.0) == [(8, 2)]
+    assert {n for _, n in encode_job(ExtractionThreads("1", images=60, key="x"), 60, lambda d, n: 1.0)} == {1}
+
+
+def test_one_slow_trial_does_not_decide_the_job_and_a_slower_count_is_not_chosen(two_cores):
+    # 2 threads are faster, but a slow moment falls on their first trial chunk (images 25-49): under one
+    # chunk per count that chose 1 thread for the whole job.
+    def slow_moment(done, n):
+        return 0.6 if n == 2 and done == 25 else {1: 0.25, 2: 0.15}[n]
+
+    lines = []
+    calls = encode_job(ExtractionThreads("auto", images=150, key="m", log=lines.append), 150, slow_moment, batch=50)
+    assert calls[4:] == [(25, 2), (25, 2)] and "extraction on 2 thread(s)" in lines[0]
+    # 2 threads really slower; a slow moment on 1 thread's first chunk does not make 2 look faster.
+    def slower(done, n):
+        return 0.6 if n == 1 and done == 0 else {1: 0.25, 2: 0.3}[n]
+
+    calls = encode_job(ExtractionThreads("auto", images=150, key="m2"), 150, slower, batch=50)
+    assert calls[4:] == [(25, 1), (25, 1)]
+
+
+def test_long_job_rechecks_and_switches_when_the_other_count_becomes_clearly_faster(two_cores):
+    lines = []
+    # 2 threads faster until image 1000, when another process takes a core: 2 threads get slow.
+    def load_arrives(done, n):
+        return {1: 0.25, 2: 0.15 if done < 1000 else 0.5}[n]
+
+    plan = ExtractionThreads("auto", images=3000, key="m", log=lines.append)
+    calls = encode_job(plan, 3000, load_arrives, batch=50)
+    counts = [n for _, n in calls]
+    assert counts[:4] == [1, 2, 1, 2] and counts[4:12] == [2] * 8  # trials, then 8 chunks at the choice
+    assert counts[12] == 1  # the first re-check: 1 thread is slower, so 2 stays
+    assert counts[13:29] == [2] * 16 and counts[29] == 1  # twice as long before the next re-check
+    # The load arrives at chunk 40; the next re-check (chunk 62, after 32 more) finds 1 thread faster.
+    first_one = counts.index(1, 40)
+    assert first_one == 62 and counts[63:71] == [1] * 8
+    assert len(lines) == 2 and "extraction on 2 thread(s)" in lines[0]
+    assert "switches from 2 to 1 thread(s)" in lines[1]
+    assert threads._chosen[("extraction", "m")] == 1  # a small job of the same model follows the switch
+    # Re-checks of 2 threads go on, one chunk each, but 2 threads stay slower: no switch back.
+    later = counts[first_one:]
+    assert 2 in later and all(a == 1 or b == 1 for a, b in zip(later, later[1:])) and plan.choice == 1
+    assert plan.run[1] + plan.run[2] == 3000
+
+
+def test_recheck_switch_to_fewer_threads_within_the_tie_and_short_chunks_are_not_compared(two_cores):
+    # 2 threads chosen; later 1 thread is within 5%: the count less exposed to load wins, as at the start.
+    def converge(done, n):
+        return {1: 0.25 if done < 300 else 0.152, 2: 0.15}[n]
+
+    plan = ExtractionThreads("auto", images=600, key="m")
+    calls = encode_job(plan, 600, converge, batch=50)
+    assert [n for _, n in calls][:12] == [1, 2, 1, 2] + [2] * 8 and plan.choice == 1
+    # Batches of 30: each ends with a 5-image chunk, slow per image; it neither counts as a trial nor
+    # moves the trials on, so the choice still comes from four full chunks.
+    def short_slow(done, n):
+        return {1: 0.25, 2: 0.15}[n]
+
+    plan = ExtractionThreads("auto", images=200, key="m3")
+    calls = encode_job(plan, 200, lambda d, n: 5.0 if n == 2 and d % 30 == 25 else short_slow(d, n), batch=30)
+    assert [c for c in calls if c[0] == 25][:4] == [(25, 1), (25, 2), (25, 1), (25, 2)]
+    assert plan.choice == 2 and plan.samples[2] == [0.15, 0.15]
 
 
 def test_trainer_probe_leaves_rng_and_modes_as_they_were(synthetic_btmri, tmp_path, monkeypatch):
