@@ -6,17 +6,23 @@ operations (a prompt learner's text tower) several times slower than one thread,
 machine more threads win. So
 
 - the training step: before the first epoch, a forward pass the size of one step (no gradient, the
-  RNG untouched) is timed at 1, 2, 4, ... threads up to the cores this process may use, interleaved
-  over a few rounds; the fastest count (a count within 5% of it that uses fewer threads wins, being
-  less exposed to load) is kept for the rest of the process for that method and size, and logged once;
+  RNG untouched) is timed at 1, 2, 4, ... threads up to the cores this process may use, two
+  interleaved rounds after a warm-up each, and the step starts at the count whose best pass was
+  fastest (a count within 5% of it that uses fewer threads wins, being less exposed to load), logged
+  once per process for that method and size. One moment of a shared machine should not decide a run
+  of thousands of steps, so training re-checks on its own steps (engine/trainer.py run_epoch, the loop
+  every method's step runs in): after 16 steps at the choice, one step at each other count, then
+  twice as many steps each time the choice holds (at most 128), switching, logged once per switch, by
+  the re-check rule below (StepThreads). A step at another count is the run's own step, not extra
+  work; an epoch's short last step is not compared;
 - extraction: the first images of a job go through the tower in trial chunks of the size the rest
   will take, two rounds over the candidate counts (1 2 1 2), and the job goes on at the count whose
   best chunk was fastest per image (a slowdown only adds time, so one slow trial does not decide it);
   a long job re-checks: after 8 chunks, then twice as many each time the choice holds (at most 64),
   one chunk at each other count, switching when one beats the current count's median chunk since the
-  last check (same 5% rule). Every trial chunk is the job's own work, so measuring costs no extra
-  pass, only the chunks a slower count runs; a job too small to measure uses the count the process
-  last chose for that model.
+  last check (same 5% rule; ThreadTrials holds this rule for both). Every trial chunk is the job's
+  own work, so measuring costs no extra pass, only the chunks a slower count runs; a job too small to
+  measure uses the count the process last chose for that model.
 
 The counts never change which numbers a method computes, only how fast; CPU reductions may round
 differently at another count, so for bit-identical reruns on a CPU fix TRAIN.THREADS. OMP_NUM_THREADS,
@@ -98,19 +104,75 @@ def pick(seconds: dict[int, float]) -> int:
 
 def fastest_threads(fn: Callable[[], object], candidates: list[int], rounds: int = 2) -> tuple[int, dict[int, float]]:
     """Time `fn` at each count (one warm-up call each, then `rounds` interleaved rounds, so a change in
-    the machine's load falls on every count alike); the pick and the median seconds per count."""
-    times: dict[int, list[float]] = {n: [] for n in candidates}
+    the machine's load falls on every count alike) and pick by each count's best call, as ThreadTrials
+    decides; the pick and the best seconds per count."""
     for n in candidates:
         with torch_threads(n):
             fn()
-    for _ in range(rounds):
-        for n in candidates:
-            with torch_threads(n):
-                start = time.perf_counter()
-                fn()
-                times[n].append(time.perf_counter() - start)
-    medians = {n: statistics.median(t) for n, t in times.items()}
-    return pick(medians), medians
+    trials = ThreadTrials(candidates, candidates[-1], rounds)
+    while trials.pending:
+        n = trials.next()
+        with torch_threads(n):
+            start = time.perf_counter()
+            fn()
+            trials.record(n, time.perf_counter() - start)
+    return trials.choice, trials.compared
+
+
+class ThreadTrials:
+    """The rule both auto choices share, over units of work (an extraction chunk, a training step) timed
+    as they run: `rounds` interleaved trial rounds over the candidate counts (1 2 1 2), decided on each
+    count's best unit (a slowdown only adds time, so one slow moment does not decide); then, when
+    `recheck` is set, after that many steady units at the choice one unit at each other count, switching
+    when pick() prefers one over the choice's median unit since the last check. The gap doubles while
+    the choice holds (at most `recheck_max`) and starts again at `recheck` after a switch. `changed(old,
+    new, compared)` is called after each decision (old None: the first); no rounds: already decided."""
+
+    def __init__(self, candidates: list[int], choice: int, rounds: int, recheck: int = 0, recheck_max: int = 0,
+                 changed: Callable[[int | None, int, dict[int, float]], None] | None = None):
+        self.candidates, self.choice, self.changed = candidates, choice, changed
+        self.pending: list[int] = candidates * rounds  # counts of the trial units still to run, in order
+        self.samples: dict[int, list[float]] = {n: [] for n in candidates}
+        self.compared: dict[int, float] = {}  # what the last decision compared
+        self.decided = not rounds
+        self.steady: list[float] = []  # units at `choice` since the last check
+        self.recheck, self.recheck_max, self.interval = recheck, recheck_max, recheck
+        self.until_check = recheck if recheck else -1  # -1: never
+
+    def next(self) -> int:
+        """The count for the next unit."""
+        return self.pending[0] if self.pending else self.choice
+
+    def record(self, threads: int, seconds: float) -> None:
+        """The unit just run at `threads` (what next() gave) took `seconds`."""
+        if self.pending:
+            self.pending.pop(0)
+            self.samples[threads].append(seconds)
+            if not self.pending:
+                self._decide()
+            return
+        if self.until_check < 0:
+            return
+        self.steady.append(seconds)
+        self.until_check -= 1
+        if self.until_check == 0:
+            self.pending = [n for n in self.candidates if n != self.choice]
+
+    def _decide(self) -> None:
+        if not self.decided:  # the first trials: each count's best unit
+            self.decided, old = True, None
+            self.compared = {n: min(s) for n, s in self.samples.items()}
+            self.choice = pick(self.compared)
+        else:  # a re-check: the choice's typical unit against each other count's unit just run
+            old = self.choice
+            self.compared = {n: (statistics.median(self.steady) if n == old else self.samples[n][-1])
+                             for n in self.candidates}
+            self.choice = pick(self.compared)
+            self.interval = self.recheck if self.choice != old else min(2 * self.interval, self.recheck_max)
+        self.steady = []
+        self.until_check = self.interval if self.recheck else -1
+        if self.changed is not None:
+            self.changed(old, self.choice, self.compared)
 
 
 def describe(seconds: dict[int, float], unit: str = "") -> str:
@@ -118,8 +180,9 @@ def describe(seconds: dict[int, float], unit: str = "") -> str:
 
 
 def step_threads(setting, key: tuple, probe: Callable[[], object] | None, log: Callable[[str], None]) -> int:
-    """Threads for the training step under TRAIN.THREADS `setting`; auto times `probe` once per process
-    and `key` (method, model, size) and logs the choice once. No probe: the cores it has."""
+    """Threads for the training step to start at under TRAIN.THREADS `setting`; auto times `probe` once
+    per process and `key` (method, model, size), logs the choice once, and training goes on with
+    StepThreads. No probe: the latest choice for `key`, else the cores it has."""
     fixed = parse_threads(setting)
     if fixed is not None:
         return fixed
@@ -133,7 +196,8 @@ def step_threads(setting, key: tuple, probe: Callable[[], object] | None, log: C
         else:
             _chosen[key], seconds = fastest_threads(probe, thread_candidates(limit))
             log(f"TRAIN.THREADS auto: training step on {_chosen[key]} thread(s), the fastest for its size here "
-                f"(a step-sized forward pass per thread count: {describe(seconds)})")
+                f"(a step-sized forward pass per thread count, best of 2: {describe(seconds)}); training "
+                f"re-checks the other counts on real steps")
     return _chosen[key]
 
 
@@ -168,16 +232,24 @@ class ExtractionThreads:
         self.candidates = thread_candidates(limit)
         self.key, self.log = ("extraction", key), log
         measure = fixed is None and limit > 1 and images >= self.trial_images(len(self.candidates))
-        # Counts of the trial (or re-check) chunks still to run, in order; empty: steady at `choice`.
-        self.trials: list[int] = self.candidates * self.ROUNDS if measure else []
-        self.samples: dict[int, list[float]] = {n: [] for n in self.candidates}  # seconds per image
-        self.per_image: dict[int, float] = {}  # what the last decision compared
-        self.decided = not measure
-        self.steady: list[float] = []  # per image at `choice`, full chunks since the last check
-        self.interval = self.RECHECK
-        self.until_check = self.interval if measure else -1  # -1: never
+        self.start = fixed if fixed is not None else _chosen.get(self.key, limit)
+        # Seconds per image of full chunks; None: not measured, `start` throughout.
+        self.plan = ThreadTrials(self.candidates, self.start, self.ROUNDS, self.RECHECK, self.RECHECK_MAX,
+                                 self._changed) if measure else None
         self.run: dict[int, int] = {}  # images encoded at each count
-        self.choice = fixed if fixed is not None else _chosen.get(self.key, limit)
+
+    @property
+    def trials(self) -> list[int]:
+        """Counts of the trial (or re-check) chunks still to run; empty: steady at `choice`."""
+        return self.plan.pending if self.plan else []
+
+    @property
+    def choice(self) -> int:
+        return self.plan.choice if self.plan else self.start
+
+    @property
+    def samples(self) -> dict[int, list[float]]:
+        return self.plan.samples if self.plan else {n: [] for n in self.candidates}
 
     def chunks(self, pixels, chunk: int):
         """(images, thread count) for each tower call over a loader batch: trial chunks while measuring,
@@ -185,7 +257,7 @@ class ExtractionThreads:
         start = 0
         while start < len(pixels):
             n = self.TRIAL if self.trials else chunk
-            yield pixels[start : start + n], self.trials[0] if self.trials else self.choice
+            yield pixels[start : start + n], self.plan.next() if self.plan else self.start
             start += n
 
     def record(self, threads: int, images: int, seconds: float) -> None:
@@ -193,40 +265,62 @@ class ExtractionThreads:
         self.run[threads] = self.run.get(threads, 0) + images
         # A short chunk (a loader batch's end) is slower per image than a full one: it is not compared,
         # and a trial that came out short is run again on the next chunk.
-        full = images >= self.TRIAL
-        if self.trials:
-            if full:
-                self.trials.pop(0)
-                self.samples[threads].append(seconds / images)
-                if not self.trials:
-                    self._decide()
-            return
-        if self.until_check < 0 or not full:
-            return
-        self.steady.append(seconds / images)
-        self.until_check -= 1
-        if self.until_check == 0:
-            self.trials = [n for n in self.candidates if n != self.choice]
+        if self.plan is not None and images >= self.TRIAL:
+            self.plan.record(threads, seconds / images)
 
-    def _decide(self) -> None:
-        if not self.decided:  # the first trials: each count's best chunk
-            self.decided = True
-            self.per_image = {n: min(s) for n, s in self.samples.items()}
-            self.choice = pick(self.per_image)
-            if _chosen.get(self.key) != self.choice and self.log is not None:
-                self.log(f"TRAIN.THREADS auto: extraction on {self.choice} thread(s), the fastest per image "
-                         f"here, best of {self.ROUNDS} trial chunks per count "
-                         f"({describe(self.per_image, ' per image')})")
-        else:  # a re-check: the current count's typical chunk against each other count's chunk just run
-            self.per_image = {n: (statistics.median(self.steady) if n == self.choice else self.samples[n][-1])
-                              for n in self.candidates}
-            choice = pick(self.per_image)
-            if choice != self.choice:
-                if self.log is not None:
-                    self.log(f"TRAIN.THREADS auto: extraction switches from {self.choice} to {choice} thread(s), "
-                             f"faster per image now ({describe(self.per_image, ' per image')})")
-                self.choice, self.interval = choice, self.RECHECK
-            else:
-                self.interval = min(2 * self.interval, self.RECHECK_MAX)
-        self.steady, self.until_check = [], self.interval
-        _chosen[self.key] = self.choice
+    def _changed(self, old: int | None, new: int, per_image: dict[int, float]) -> None:
+        if self.log is not None and old is None and _chosen.get(self.key) != new:
+            self.log(f"TRAIN.THREADS auto: extraction on {new} thread(s), the fastest per image here, best of "
+                     f"{self.ROUNDS} trial chunks per count ({describe(per_image, ' per image')})")
+        elif self.log is not None and old is not None and new != old:
+            self.log(f"TRAIN.THREADS auto: extraction switches from {old} to {new} thread(s), faster per image "
+                     f"now ({describe(per_image, ' per image')})")
+        _chosen[self.key] = new
+
+
+class StepThreads:
+    """The training step's count while training runs under auto: starts at `choice` (step_threads'
+    pick) and re-checks the other counts on real steps (see the module docstring), switching, logged
+    once per switch, when one is clearly faster. A fixed TRAIN.THREADS, or one core, is never re-checked."""
+
+    # Steps at the choice before the first re-check and the most between two: a run of 1,600 steps that
+    # holds its choice re-checks about 15 times, one step at each other count each time.
+    RECHECK, RECHECK_MAX = 16, 128
+
+    def __init__(self, setting, key: tuple, choice: int, log: Callable[[str], None] | None = None):
+        candidates = thread_candidates(thread_limit())
+        self.key, self.log = key, log
+        measure = parse_threads(setting) is None and len(candidates) > 1 and choice in candidates
+        self.plan = ThreadTrials(candidates, choice, 0, self.RECHECK, self.RECHECK_MAX,
+                                 self._changed) if measure else None
+        self.start = choice
+        self.run: dict[int, int] = {}  # steps taken at each count
+
+    @property
+    def choice(self) -> int:
+        return self.plan.choice if self.plan else self.start
+
+    @contextlib.contextmanager
+    def step(self, full: bool = True) -> Iterator[None]:
+        """One training step inside the block, at the count the re-checks give, timed; a short step (an
+        epoch's last, smaller batch) is not compared."""
+        if self.plan is None:
+            yield
+            return
+        import torch
+
+        n = self.plan.next()
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+        start = time.perf_counter()
+        yield
+        self.run[n] = self.run.get(n, 0) + 1
+        if full:
+            self.plan.record(n, time.perf_counter() - start)
+
+    def _changed(self, old: int | None, new: int, seconds: dict[int, float]) -> None:
+        if self.log is not None and old is not None and new != old:
+            self.log(f"TRAIN.THREADS auto: training step switches from {old} to {new} thread(s), faster now "
+                     f"(the median step since the last check against one step at each other count: "
+                     f"{describe(seconds)})")
+        _chosen[self.key] = new

@@ -8,6 +8,7 @@ learned context (a few KB), not a copy of the backbone.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -30,7 +31,7 @@ from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
 from engine.runs import RESUME_FILE, RESUME_NOTE, drop_resume_state, setting_differences
-from engine.threads import step_threads
+from engine.threads import StepThreads, step_threads
 from engine.tracking import Tracker, report_targets, settings_params
 from engine.utils import get_logger, torch_save_atomic, write_json
 
@@ -117,6 +118,7 @@ class TrainerX:
     # False: once a cached-feature run has its features, the engine frees the image tower before
     # training (release_image_tower). A method that encodes images after that sets it True.
     keeps_image_tower = False
+    step_plan: StepThreads | None = None  # the step's thread count under TRAIN.THREADS (CPU only)
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -500,7 +502,9 @@ class TrainerX:
         self.train_loader_x = self.train_batches()
         self.num_batches = len(self.train_loader_x)
         if self.device.type == "cpu":  # TRAIN.THREADS (engine/threads.py); on CUDA the step is on the GPU
-            torch.set_num_threads(self.step_thread_count())
+            count = self.step_thread_count()
+            torch.set_num_threads(count)
+            self.step_plan = StepThreads(self.cfg.TRAIN.THREADS, self.step_key(), count, self.logger.info)
         self.release_image_tower()
 
     def release_image_tower(self) -> None:
@@ -517,10 +521,14 @@ class TrainerX:
         self.logger.info(f"Image features cached: the image tower is released before training ({freed / 1e6:.0f} MB)")
 
     def step_thread_count(self) -> int:
-        """CPU threads for the training step: TRAIN.THREADS, or under auto the fastest for this step's size."""
-        bs = self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE
-        key = (type(self).__name__, self.cfg.MODEL.BACKBONE.NAME, self.num_classes, bs)
-        return step_threads(self.cfg.TRAIN.THREADS, key, self.thread_probe(), self.logger.info)
+        """CPU threads the training step starts at: TRAIN.THREADS, or under auto the fastest for this step's
+        size (training then re-checks: step_plan)."""
+        return step_threads(self.cfg.TRAIN.THREADS, self.step_key(), self.thread_probe(), self.logger.info)
+
+    def step_key(self) -> tuple:
+        """What the step's thread choice is remembered by within a process: method, model and size."""
+        return (type(self).__name__, self.cfg.MODEL.BACKBONE.NAME, self.num_classes,
+                self.cfg.DATALOADER.TRAIN_X.BATCH_SIZE)
 
     def thread_probe(self):
         """A forward pass the size of one training step, for timing thread counts: evaluation mode, no
@@ -556,10 +564,16 @@ class TrainerX:
             self.train_loader_x.set_epoch(self.epoch)
         self.epoch_lr = self.tracked_lr()
         totals: dict[str, float] = {}
+        full_items = 0
         for batch_idx, batch in enumerate(self.train_loader_x):
             self.batch_idx = batch_idx
             self.local_items = len(batch["label"]) if "label" in batch else 1  # weights this share's gradients
-            with autocast(self.device, self.train_amp_dtype):
+            full_items = max(full_items, self.local_items)
+            # Every method's step runs here: under TRAIN.THREADS auto it is timed, and now and then run at
+            # another thread count to re-check the choice (engine/threads.py StepThreads).
+            timing = (self.step_plan.step(full=self.local_items == full_items) if self.step_plan is not None
+                      else contextlib.nullcontext())
+            with timing, autocast(self.device, self.train_amp_dtype):
                 summary = self.forward_backward(batch)
             for k, v in summary.items():
                 if not math.isfinite(float(v)) and k.startswith("loss"):
@@ -573,6 +587,8 @@ class TrainerX:
                     f"epoch [{self.epoch + 1}/{self.max_epoch}] batch [{step}/{self.num_batches}] "
                     f"{loss_txt} lr {self.get_current_lr():.4e}"
                 )
+        if self.step_plan is not None:  # a re-check may have run the last step at another count
+            torch.set_num_threads(self.step_plan.choice)
         self.epoch_summary = {k: v / max(self.num_batches, 1) for k, v in totals.items()}
         return self.epoch_summary
 

@@ -14,7 +14,15 @@ import torch
 import train
 from engine import threads
 from engine.errors import UserError
-from engine.threads import ExtractionThreads, fastest_threads, parse_threads, pick, step_threads, thread_candidates
+from engine.threads import (
+    ExtractionThreads,
+    StepThreads,
+    fastest_threads,
+    parse_threads,
+    pick,
+    step_threads,
+    thread_candidates,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -196,6 +204,111 @@ def test_recheck_switch_to_fewer_threads_within_the_tie_and_short_chunks_are_not
     calls = encode_job(plan, 200, lambda d, n: 5.0 if n == 2 and d % 30 == 25 else short_slow(d, n), batch=30)
     assert [c for c in calls if c[0] == 25][:4] == [(25, 1), (25, 2), (25, 1), (25, 2)]
     assert plan.choice == 2 and plan.samples[2] == [0.15, 0.15]
+
+
+def test_one_slow_probe_sample_does_not_decide_the_step(monkeypatch, two_cores):
+    # 2 threads are faster, but a slow moment falls on their first timed probe (after the warm-ups): the
+    # mean of two samples (the median of two) chose 1 thread; each count's best chooses 2.
+    clock, calls = FakeClock({1: 0.3, 2: 0.1}), []
+    monkeypatch.setattr(threads.time, "perf_counter", clock.perf_counter)
+
+    def probe():
+        calls.append(torch.get_num_threads())
+        clock.now += 0.6 if len(calls) == 4 else clock.cost[calls[-1]]
+
+    lines = []
+    assert step_threads("auto", ("m",), probe, lines.append) == 2
+    assert calls == [1, 2, 1, 2, 1, 2] and "best of 2" in lines[0] and "2 thread(s)" in lines[0]
+
+
+def drive_steps(plan: StepThreads, clock: FakeClock, steps: int, cost, full=lambda i: True) -> list[int]:
+    """Run `steps` fake training steps through `plan`, as engine/trainer.py run_epoch does; `cost(i,
+    threads)` is step i's seconds on the fake clock. The thread count of each step."""
+    counts = []
+    for i in range(steps):
+        with plan.step(full=full(i)):
+            counts.append(torch.get_num_threads())
+            clock.now += cost(i, counts[-1])
+    return counts
+
+
+def test_training_rechecks_the_step_count_and_switches_once_when_another_is_clearly_faster(monkeypatch, two_cores):
+    clock, lines = FakeClock({}), []
+    monkeypatch.setattr(threads.time, "perf_counter", clock.perf_counter)
+    before = torch.get_num_threads()
+    # 2 threads chosen before training and faster until step 100, when another process takes a core.
+    plan = StepThreads("auto", ("m",), 2, lines.append)
+    counts = drive_steps(plan, clock, 400, lambda i, n: {1: 0.3, 2: 0.1 if i < 100 else 0.9}[n])
+    r = StepThreads.RECHECK
+    assert counts[:r] == [2] * r and counts[r] == 1  # a re-check: one real step at 1 thread; 2 stays
+    assert counts[r + 1 : 3 * r + 1] == [2] * (2 * r) and counts[3 * r + 1] == 1  # the gap doubles
+    # The re-check after 64 more steps (step 114) compares the median step since the last check, most of
+    # them before the load: 2 stays. The next, 128 steps later, finds 1 thread faster and switches.
+    assert counts[3 * r + 2 : 7 * r + 2] == [2] * (4 * r) and counts[7 * r + 2] == 1
+    switch = counts.index(1, 7 * r + 3)
+    assert switch == 15 * r + 3 and counts[switch + 1 : switch + 1 + r] == [1] * r
+    assert len(lines) == 1 and "training step switches from 2 to 1 thread(s)" in lines[0]
+    assert plan.choice == 1 and threads._chosen[("m",)] == 1  # the next run of this size starts there
+    assert 2 in counts[switch + 1 :] and sum(plan.run.values()) == 400  # re-checks go on; 2 stays slower
+    torch.set_num_threads(before)
+
+
+def test_a_short_step_is_not_compared_and_a_fixed_count_or_one_core_never_rechecks(monkeypatch, two_cores):
+    clock, lines = FakeClock({}), []
+    monkeypatch.setattr(threads.time, "perf_counter", clock.perf_counter)
+    before = torch.get_num_threads()
+    r = StepThreads.RECHECK
+    # The step that re-checks 1 thread is an epoch's short last batch (fast): it is not compared, and the
+    # next full step re-checks instead; at full size 1 thread is slower, so 2 stays.
+    plan = StepThreads("auto", ("m",), 2, lines.append)
+    counts = drive_steps(plan, clock, r + 3, lambda i, n: 0.01 if i == r else {1: 0.3, 2: 0.1}[n],
+                         full=lambda i: i != r)
+    assert counts[r : r + 3] == [1, 1, 2] and plan.choice == 2 and not lines
+    # TRAIN.THREADS 2 (set before training): 1 thread is far faster, and no step is ever run at it.
+    fixed = StepThreads("2", ("m",), 2, lines.append)
+    torch.set_num_threads(2)
+    assert set(drive_steps(fixed, clock, 300, lambda i, n: {1: 0.1, 2: 5.0}[n])) == {2}
+    assert fixed.plan is None and fixed.choice == 2 and not lines
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert StepThreads("auto", ("m",), 1, lines.append).plan is None
+    torch.set_num_threads(before)
+
+
+def train_tiny(root, out, monkeypatch, setting):
+    from engine.trainer import build_trainer
+    from engine.utils import set_random_seed
+
+    set_random_seed(1)
+    cfg = train.setup_cfg(train.parse_args(args_for(root, out, "FEATURES.CACHE_DIR", str(out.parent / "cache"),
+                                                    "TRAIN.THREADS", setting)))
+    trainer = build_trainer(cfg)
+    trainer.before_train()
+    for epoch in range(trainer.max_epoch):
+        trainer.epoch = epoch
+        trainer.run_epoch()
+        trainer.after_epoch()
+    return trainer, trainer.test(), trainer.prompt_learner.ctx.detach().clone()
+
+
+def test_the_generic_training_loop_runs_the_rechecks(synthetic_btmri, tmp_path, monkeypatch, two_cores):
+    monkeypatch.setattr(StepThreads, "RECHECK", 1)
+    monkeypatch.setattr(StepThreads, "RECHECK_MAX", 1)
+    before = torch.get_num_threads()
+    trainer, _, _ = train_tiny(synthetic_btmri, tmp_path / "run", monkeypatch, "auto")
+    plan = trainer.step_plan
+    # Every other step re-checks: real steps at both counts, each step once, and the chosen count after.
+    assert set(plan.run) == {1, 2} and sum(plan.run.values()) == trainer.num_batches * trainer.max_epoch
+    assert torch.get_num_threads() == plan.choice
+    torch.set_num_threads(before)
+
+
+def test_auto_on_one_core_trains_exactly_as_one_fixed_thread(synthetic_btmri, tmp_path, monkeypatch):
+    monkeypatch.setattr(threads, "_chosen", {})
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # thread_limit() 1: auto has nothing to choose
+    auto, report_auto, ctx_auto = train_tiny(synthetic_btmri, tmp_path / "auto", monkeypatch, "auto")
+    fixed, report, ctx = train_tiny(synthetic_btmri, tmp_path / "fixed", monkeypatch, "1")
+    assert auto.step_plan.plan is None and fixed.step_plan.plan is None
+    assert torch.equal(ctx_auto, ctx) and report_auto["accuracy"] == report["accuracy"]
 
 
 def test_trainer_probe_leaves_rng_and_modes_as_they_were(synthetic_btmri, tmp_path, monkeypatch):
