@@ -54,6 +54,7 @@ sys.path[:0] = [HERE, os.path.join(REPO, "tools")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import _bootstrap  # noqa: E402,F401
+from run_all import timed  # noqa: E402
 
 PROMPT = "prompt learners on cached features"
 HEADS = "zero-shot and feature heads on cached features"
@@ -86,12 +87,6 @@ METHODS = {
 FULL = {"shots": 16, "train": 64, "val": 16, "test": 1717}  # 16-shot BTMRI: 4 classes, min(K, 4) val per class
 
 
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
 def count_passes(backbone) -> dict:
     """Count (and time) every image through the backbone's image tower from now on; a nested call (one
     encode calling the other) is counted once."""
@@ -114,7 +109,7 @@ def count_passes(backbone) -> dict:
 
 
 # ----- one method, in its own process ---------------------------------------------------------------
-def kind_of(cls) -> str:
+def kind_of(cls, cfg) -> str:
     from sweeps.plan import is_zero_shot
     from trainers.feature_methods import FeatureMethod
 
@@ -122,7 +117,7 @@ def kind_of(cls) -> str:
         return "zero-shot"
     if issubclass(cls, FeatureMethod):
         return "fit"
-    return "cached" if cls.uses_frozen_image_features else "pixels"
+    return "cached" if cls.frozen_image_path(cfg) else "pixels"  # BiomedDPT: its config decides
 
 
 def measure(trainer_name: str, config: str, root: str, tmp: str, quick: bool, backbone: str) -> dict:
@@ -140,7 +135,7 @@ def measure(trainer_name: str, config: str, root: str, tmp: str, quick: bool, ba
     full = method_cfg(root, os.path.join(tmp, "full"), os.path.join(tmp, "cache"), trainer_name, config, None,
                       FULL["shots"], backbone, common)
     cls = trainer_class(full)
-    kind = kind_of(cls)
+    kind = kind_of(cls, full)
     batch = full.DATALOADER.TRAIN_X.BATCH_SIZE
     plan = {"kind": kind, "batch": batch, "steps": 0, "epochs": 0, "views": 0}
     if kind in ("cached", "pixels"):
