@@ -287,6 +287,12 @@ def read_record(run_dir: str) -> tuple[dict | None, str]:
     return record, ""
 
 
+def difference_lines(old: dict, new: dict, keys: list[str], limit: int | None = None) -> list[str]:
+    """'KEY: OLD -> NEW' for each of `keys` (setting_differences), the first `limit` and a count of the rest."""
+    lines = [f"{k}: {old[k]!r} -> {new[k]!r}" for k in keys[:limit]]
+    return lines + ([f"... and {len(keys) - limit} more"] if limit is not None and len(keys) > limit else [])
+
+
 def run_status(run_dir: str, requested: dict | None = None) -> RunStatus:
     """Where `run_dir` stands; `requested` is the flat config (engine.config.flat_config plus train.py's
     run options) the caller is about to run, or None to ask only whether a run finished there.
@@ -316,7 +322,7 @@ def run_status(run_dir: str, requested: dict | None = None) -> RunStatus:
         if not keys:
             return RunStatus(FINISHED, run_dir, record=record)
         return RunStatus(STALE, run_dir, reason="made with other settings", record=record,
-                         differences=[f"{k}: {finished[k]!r} -> {requested[k]!r}" for k in keys])
+                         differences=difference_lines(finished, requested, keys))
     tail = log_tail(run_dir)
     resume = resume_state(run_dir)
     if resume is not None and not ended_on_error(tail):
@@ -325,7 +331,7 @@ def run_status(run_dir: str, requested: dict | None = None) -> RunStatus:
         if keys:
             return RunStatus(STALE, run_dir, reason=f"its resume state ({stopped_at(resume)}) was saved with "
                              "other settings", resume=resume, log_tail=tail,
-                             differences=[f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in keys])
+                             differences=difference_lines(saved, requested, keys))
         return RunStatus(INTERRUPTED, run_dir, reason=f"{stopped_at(resume)}; rerunning resumes it",
                          resume=resume, log_tail=tail)
     if resume is not None:

@@ -30,7 +30,7 @@ from engine.features import FeatureCache, FeatureVariant, feature_cache_dir
 from engine.optim import build_lr_scheduler, build_optimizer
 from engine.precision import autocast, autocast_dtype, precision_name
 from engine.registry import BACKBONE_REGISTRY, TRAINER_REGISTRY
-from engine.runs import RESUME_FILE, RESUME_NOTE, drop_resume_state, setting_differences
+from engine.runs import RESUME_FILE, RESUME_NOTE, difference_lines, drop_resume_state, setting_differences
 from engine.threads import StepThreads, step_threads
 from engine.tracking import Tracker, report_targets, settings_params
 from engine.utils import get_logger, torch_save_atomic, write_json
@@ -459,9 +459,7 @@ class TrainerX:
         differences = None
         if isinstance(saved, dict):  # compared as results.json is (engine.runs): locations play no part
             requested = self.effective_config()
-            keys = setting_differences(saved, requested)
-            differences = [f"{k}: {saved[k]!r} -> {requested[k]!r}" for k in keys[:8]]
-            differences += [f"... and {len(keys) - 8} more"] if len(keys) > 8 else []
+            differences = difference_lines(saved, requested, setting_differences(saved, requested), limit=8)
         if differences != []:
             what = ("was saved with other settings (saved -> requested):\n  " + "\n  ".join(differences)
                     if differences else "does not record the settings it was saved with.")
