@@ -24,6 +24,21 @@ FILES = {"config.json": b'{"model_type": "siglip"}', "model.safetensors": b"weig
 LFS = {"model.safetensors"}
 
 
+class _Quiet(http.server.BaseHTTPRequestHandler):
+    """A handler that logs nothing and answers with one call."""
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status: int, body: bytes = b"", **headers) -> None:
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
 class Server:
     """A hub (gating REPO, or only the files in `gated_files`) and a CDN; both record each request's token."""
 
@@ -49,64 +64,34 @@ class Server:
     def _hub_handler(self):
         state = self
 
-        class Hub(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Hub(_Quiet):
             def do_GET(self):
                 auth = self.headers.get("Authorization")
                 state.hub_hits.append((self.path, auth))
                 if self.path.startswith(f"/{RENAMED}/"):  # a renamed repository: the hub redirects on its own host
-                    self.send_response(307)
-                    self.send_header("Location", self.path.replace(RENAMED, REPO, 1))
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self.reply(307, Location=self.path.replace(RENAMED, REPO, 1))
                 prefix = f"/{REPO}/resolve/main/"
                 name = self.path.removeprefix(prefix)
                 if not self.path.startswith(prefix) or name not in FILES:
-                    self.send_response(404)
-                    self.send_header("X-Error-Code", "EntryNotFound")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self.reply(404, **{"X-Error-Code": "EntryNotFound"})
                 if name in state.gated_files and auth != f"Bearer {GOOD}":
-                    self.send_response(401 if auth is None else 403)
-                    self.send_header("X-Error-Code", "GatedRepo")
-                    self.send_header("X-Error-Message", f"Access to model {REPO} is restricted.")
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
+                    return self.reply(401 if auth is None else 403, **{
+                        "X-Error-Code": "GatedRepo", "X-Error-Message": f"Access to model {REPO} is restricted."})
                 data = FILES[name]
                 if name in LFS:  # as the hub serves large files: size and SHA-256 on a redirect to the CDN
-                    self.send_response(302)
-                    self.send_header("Location", f"{state.cdn}/blobs/{name}")
-                    self.send_header("X-Linked-Size", str(len(data)))
-                    self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                    return self.reply(302, Location=f"{state.cdn}/blobs/{name}", **{
+                        "X-Linked-Size": str(len(data)), "X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"'})
+                self.reply(200, data)
 
         return Hub
 
     def _cdn_handler(self):
         state = self
 
-        class Cdn(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
+        class Cdn(_Quiet):
             def do_GET(self):
                 state.cdn_hits.append((self.path, self.headers.get("Authorization")))
-                data = FILES[self.path.removeprefix("/blobs/")]
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(200, FILES[self.path.removeprefix("/blobs/")])
 
         return Cdn
 
